@@ -1,0 +1,131 @@
+"""Command line: a thin layer over the Python API. Errors a user can fix print one line and exit 2."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .config import Config, apply_overrides
+from .errors import UserError
+
+EPILOG = """common --set keys: objective=elbo|iwae|dreg  k=K  beta=B  warmup=EPOCHS  posterior=normal|laplace
+  likelihood.<modality>=bernoulli|normal|laplace|categorical  scale.<modality>=0.75|learned
+  weights=uniform|rescale  weights.<modality>=λ  subsample_k=K (mvae)  data.<option>=V (e.g. data.modalities=5)
+  paired_fraction=F  observed=<modality>|split  val_fraction=F  grad_clip=G  max_rollbacks=N  max_steps=N
+  time_limit=SECONDS  hidden=H  amsgrad=true"""
+
+
+def _train(args) -> int:
+    from .train.trainer import train
+
+    cfg = Config()
+    for key in ("model", "dataset", "epochs", "batch_size", "lr", "latent_dim", "seed", "out", "device"):
+        value = getattr(args, key)
+        if value is not None:
+            setattr(cfg, key, value)
+    apply_overrides(cfg, args.set or [])
+    if args.resume and not args.out:
+        raise UserError("--resume needs --out RUN_DIR (the run folder to continue)")
+    _check_positive(cfg)
+    out = train(cfg, resume=args.resume)
+    print(f"run folder: {out}")
+    return 0
+
+
+def _check_positive(cfg: Config) -> None:
+    for key in ("epochs", "batch_size", "latent_dim"):
+        if int(getattr(cfg, key)) < 1:
+            raise UserError(f"--{key.replace('_', '-')} must be at least 1, got {getattr(cfg, key)}")
+    if not cfg.lr > 0:
+        raise UserError(f"--lr must be positive, got {cfg.lr}")
+    if not 0 <= cfg.val_fraction < 1:
+        raise UserError(f"val_fraction must be in [0, 1), got {cfg.val_fraction}")
+
+
+def _sample(args) -> int:
+    from .evaluation.pictures import sample_grid
+    from .runs import load_run
+
+    run = load_run(args.run)
+    out = Path(args.out) if args.out else run.path / "samples.png"
+    sample_grid(run.model, run.dataset().test, out, n=args.n)
+    print(out)
+    return 0
+
+
+def _models(args) -> int:
+    from .models.registry import MODELS, build_model  # noqa: F401
+    from .models import builtin  # noqa: F401
+
+    for name, e in MODELS.items():
+        print(f"{name:8s} {e.description}  [{e.paper}]")
+    return 0
+
+
+def _datasets(args) -> int:
+    from .data import builtin  # noqa: F401
+    from .data.registry import DATASETS
+
+    for name, e in DATASETS.items():
+        ok, how = e.available()
+        print(f"{name:12s} {'ready  ' if ok else 'missing'}  {e.description}  ({how})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mmvae", description="Multimodal variational autoencoders.")
+    sub = p.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="train a model into a run folder", epilog=EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    t.add_argument("--model", help="model name (see `mmvae models`); default mopoe")
+    t.add_argument("--dataset", help="dataset name (see `mmvae datasets`) or PATH.npz / folder of .npy")
+    t.add_argument("--epochs", type=int)
+    t.add_argument("--batch-size", type=int, dest="batch_size")
+    t.add_argument("--lr", type=float)
+    t.add_argument("--latent-dim", type=int, dest="latent_dim")
+    t.add_argument("--seed", type=int)
+    t.add_argument("--out", help="run folder (default runs/<model>-<dataset>)")
+    t.add_argument("--device", help="auto | cpu | cuda")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
+    t.add_argument("--set", action="append", metavar="KEY=VALUE", help="any other option (repeatable)")
+    t.set_defaults(func=_train)
+    s = sub.add_parser("sample", help="draw the sample grid of a trained run")
+    s.add_argument("run")
+    s.add_argument("--n", type=int, default=8)
+    s.add_argument("--out", help="PNG file (default RUN/samples.png)")
+    s.set_defaults(func=_sample)
+    sub.add_parser("models", help="list the models").set_defaults(func=_models)
+    sub.add_parser("datasets", help="list the datasets and whether their data is here").set_defaults(func=_datasets)
+    _add_optional_commands(sub)
+    return p
+
+
+def _add_optional_commands(sub) -> None:
+    """Commands defined in their own modules register here (e.g. evaluate)."""
+    try:
+        from .evaluation.command import add_command
+    except ImportError:
+        return
+    add_command(sub)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from .train.trainer import TrainingDiverged
+
+    try:
+        return args.func(args)
+    except UserError as e:
+        print(f"mmvae: error: {e}", file=sys.stderr)
+        return 2
+    except TrainingDiverged as e:
+        print(f"mmvae: {e}", file=sys.stderr)
+        return 3
+    except KeyboardInterrupt:
+        print("mmvae: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

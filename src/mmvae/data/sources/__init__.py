@@ -1,0 +1,1 @@
+"""Where raw data comes from: files in real formats, downloads, and offline samples shipped by packages."""

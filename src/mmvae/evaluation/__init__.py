@@ -1,0 +1,1 @@
+"""Evaluation: pictures now; coherence, latent probes, likelihoods, relatedness in their own modules."""

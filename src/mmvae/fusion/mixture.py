@@ -1,0 +1,79 @@
+"""The fused posterior of every fusion: a weighted mixture of diagonal components, one row at a time.
+
+A product of experts is a mixture with one component; a mixture of experts has one component per
+modality; MoPoE one per subset. Weights are per row (``(G, B)``), zero for components a row cannot use
+because its modalities are missing, so masks flow into sampling and densities without special cases.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from torch.distributions import Distribution
+
+from ..distributions.posteriors import kl_to_prior, log_density
+
+
+@dataclass
+class DiagonalMixture:
+    """q(z | X) = sum_g w[g, b] q_g(z | X), with q_g diagonal of one family.
+
+    ``loc`` and ``scale`` are ``(G, B, D)``; ``weight`` is ``(G, B)`` with rows summing to 1 (a row with
+    no usable component keeps the prior's place: all its weight on component 0, which fusions set to
+    the prior).
+    """
+
+    family: type  # torch.distributions.Normal or Laplace
+    loc: Tensor
+    scale: Tensor
+    weight: Tensor
+
+    @property
+    def components(self) -> Distribution:
+        return self.family(self.loc, self.scale, validate_args=False)
+
+    @property
+    def num_components(self) -> int:
+        return self.loc.shape[0]
+
+    def detached(self) -> "DiagonalMixture":
+        return DiagonalMixture(self.family, self.loc.detach(), self.scale.detach(), self.weight)
+
+    @property
+    def mean(self) -> Tensor:
+        """E[z] per row, (B, D)."""
+        return (self.weight.unsqueeze(-1) * self.loc).sum(0)
+
+    def log_prob(self, z: Tensor) -> Tensor:
+        """log q(z | X) for z of shape (..., B, D) -> (..., B); log-sum-exp over usable components."""
+        lq = log_density(self.family(self.loc, self.scale, validate_args=False), z.unsqueeze(-3))  # (..., G, B)
+        if self.num_components == 1:
+            return lq.squeeze(-2)
+        logw = torch.where(self.weight > 0, self.weight.log(), torch.full_like(self.weight, -math.inf))
+        return torch.logsumexp(lq + logw, dim=-2)
+
+    def rsample_stratified(self, k: int) -> Tensor:
+        """K reparameterised samples from *each* component: (G, K, B, D) (stratified sampling)."""
+        return self.components.rsample((k,)).transpose(0, 1)
+
+    def rsample(self, k: int = 1) -> Tensor:
+        """K samples from the mixture, the component drawn per row and sample: (K, B, D)."""
+        if self.num_components == 1:
+            return self.components.rsample((k,))[:, 0]
+        g, b, d = self.loc.shape
+        pick = torch.multinomial(self.weight.t().clamp_min(0), k, replacement=True).t()  # (K, B)
+        idx = pick.unsqueeze(-1).expand(k, b, d)
+        loc = torch.gather(self.loc, 0, idx)
+        scale = torch.gather(self.scale, 0, idx)
+        return self.family(loc, scale, validate_args=False).rsample()
+
+    def kl_components(self, prior: Distribution) -> Tensor:
+        """KL(q_g || p) per component, (G, B)."""
+        return kl_to_prior(self.components, prior)
+
+    def kl_average(self, prior: Distribution) -> Tensor:
+        """sum_g w_g KL(q_g || p), (B,): exact for one component, an upper bound on KL(q || p) otherwise
+        (the bound MoPoE optimises, Sutter et al. 2021, eq. 6)."""
+        return (self.weight * self.kl_components(prior)).sum(0)

@@ -1,0 +1,115 @@
+"""Models by name. A fusion-based model is one table entry: fusion + default objective + defaults.
+
+New models register a builder ``build(specs, cfg) -> nn.Module`` (the module offers ``loss(batch, beta)``
+and the user API of :class:`MultimodalVAE`); MEME, which has no fused posterior, registers its own.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, Callable
+
+from ..config import Config
+from ..errors import UserError
+from ..fusion.fusions import FUSIONS
+from ..objectives.estimators import make_estimator
+from ..objectives.subsampled import SubsampledObjective
+from .multimodal import MultimodalVAE
+
+
+@dataclass
+class ModelEntry:
+    name: str
+    paper: str
+    description: str
+    build: Callable[[dict, Config], Any]
+    defaults: dict[str, Any] = field(default_factory=dict)
+    min_modalities: int = 1
+    max_modalities: int | None = None
+    options: tuple[str, ...] = ()   # model-specific --set keys accepted into Config.extra
+
+
+MODELS: dict[str, ModelEntry] = {}
+
+
+def register_model(name: str, paper: str, description: str, defaults: dict | None = None,
+                   min_modalities: int = 1, max_modalities: int | None = None, options: tuple[str, ...] = ()):
+    def deco(build):
+        MODELS[name] = ModelEntry(name, paper, description, build, dict(defaults or {}), min_modalities,
+                                  max_modalities, options)
+        return build
+
+    return deco
+
+
+def resolve(cfg: Config, entry: ModelEntry) -> Config:
+    """Fill the options left as None with the model's defaults (the resolved config is what is saved)."""
+    for key, value in entry.defaults.items():
+        if getattr(cfg, key, None) is None:
+            setattr(cfg, key, value)
+    if cfg.k is None:
+        cfg.k = 1 if cfg.objective == "elbo" else 10
+    return cfg
+
+
+def fusion_model(fusion: str, stratified: bool, subsample: bool = False, **fusion_kwargs):
+    """A builder for MultimodalVAE with the named fusion."""
+
+    def build(specs, cfg: Config) -> MultimodalVAE:
+        try:
+            estimator = make_estimator(cfg.objective, cfg.k, cfg.kl)
+        except ValueError as e:
+            raise UserError(str(e)) from None
+        objective = SubsampledObjective(estimator, cfg.subsample_k) if subsample else estimator
+        fuse = partial(FUSIONS[fusion], **fusion_kwargs) if fusion_kwargs else FUSIONS[fusion]
+        try:
+            return MultimodalVAE(specs, cfg.latent_dim, fuse, objective, posterior=cfg.posterior,
+                                 likelihoods=cfg.likelihood, scales=cfg.scale, default_scale=cfg.default_scale,
+                                 weights=cfg.weights, hidden=cfg.hidden, stratified=stratified, beta=cfg.beta)
+        except ValueError as e:
+            raise UserError(str(e)) from None
+
+    return build
+
+
+register_model("vae", "Kingma & Welling 2014; IWAE: Burda et al. 2016; DReG: Tucker et al. 2019",
+               "plain VAE on one modality (objective elbo | iwae | dreg)",
+               dict(objective="elbo", kl="analytic", posterior="normal", weights="uniform"),
+               max_modalities=1)(fusion_model("poe", stratified=False, prior_expert=False))
+register_model("mvae", "Wu & Goodman 2018, Multimodal Generative Models for Scalable Weakly-Supervised Learning",
+               "product of experts with a prior expert; subsampled ELBO (joint + unimodal + k random subsets)",
+               dict(objective="elbo", kl="analytic", posterior="normal", weights="rescale"),
+               min_modalities=2)(fusion_model("poe", stratified=False, subsample=True))
+register_model("mmvae", "Shi, Siddharth, Paige & Torr 2019, Variational Mixture-of-Experts Autoencoders",
+               "mixture of experts; stratified objective elbo | iwae | dreg; Laplace posteriors by default",
+               dict(objective="elbo", kl="mc", posterior="laplace", weights="rescale"),
+               min_modalities=2)(fusion_model("moe", stratified=True))
+register_model("mopoe", "Sutter, Daunhawer & Vogt 2021, Generalized Multimodal ELBO",
+               "mixture of products of experts over all non-empty subsets",
+               dict(objective="elbo", kl="analytic", posterior="normal", weights="uniform"),
+               min_modalities=2)(fusion_model("mopoe", stratified=False))
+
+
+def build_model(specs: dict, cfg: Config):
+    """Build the configured model for a dataset's modalities, checking the fit first."""
+    from . import builtin  # noqa: F401  (registers models defined in their own modules)
+
+    if cfg.model not in MODELS:
+        raise UserError(f"unknown model '{cfg.model}': use one of {', '.join(sorted(MODELS))}")
+    entry = MODELS[cfg.model]
+    n = len(specs)
+    if n < entry.min_modalities:
+        raise UserError(f"model '{cfg.model}' needs at least {entry.min_modalities} modalities, the data has {n} "
+                        f"({', '.join(specs)}): use model 'vae' for one modality or add modalities")
+    if entry.max_modalities is not None and n > entry.max_modalities:
+        raise UserError(f"model '{cfg.model}' takes at most {entry.max_modalities} modalities, the data has {n} "
+                        f"({', '.join(specs)}): pick a multimodal model (mvae, mmvae, mopoe)")
+    unknown = set(cfg.extra) - set(entry.options)
+    if unknown:
+        allowed = ", ".join(entry.options) or "none"
+        raise UserError(f"unknown option(s) {', '.join(sorted(unknown))} for model '{cfg.model}' "
+                        f"(its own options: {allowed}; see `mmvae train --help` for the common ones)")
+    resolve(cfg, entry)
+    if cfg.posterior not in ("normal", "laplace"):
+        raise UserError(f"posterior '{cfg.posterior}' is unknown: use normal or laplace")
+    return entry.build(specs, cfg)

@@ -1,0 +1,55 @@
+"""Default networks per modality kind and shape; users override any of them with their own nn.Module.
+
+Contract: an encoder maps (N, *shape) to a pair (loc, raw_scale) of (N, latent_dim) tensors (a single
+(N, 2 * latent_dim) tensor is accepted too); a decoder maps (N, latent_dim) to (N, *shape) likelihood
+parameters. The library flattens K samples into N, so user networks need no K-awareness.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from torch import nn
+
+from ..data.dataset import ModalitySpec
+from .conv import CONV_SIZES, ConvDecoder, ConvEncoder
+from .mlp import MLPDecoder, MLPEncoder
+
+NetworkFactory = Callable[[ModalitySpec, int, int], tuple[nn.Module, nn.Module]]
+NETWORKS: dict[str, NetworkFactory] = {}
+
+
+def register_network(kind: str):
+    """Register ``factory(spec, latent_dim, hidden) -> (encoder, decoder)`` for a modality kind."""
+
+    def deco(fn):
+        NETWORKS[kind] = fn
+        return fn
+
+    return deco
+
+
+def is_conv_image(spec: ModalitySpec) -> bool:
+    return spec.kind == "image" and len(spec.shape) == 3 and spec.shape[1] == spec.shape[2] and spec.shape[1] in CONV_SIZES
+
+
+@register_network("image")
+def image_networks(spec: ModalitySpec, latent_dim: int, hidden: int):
+    if is_conv_image(spec):
+        return ConvEncoder(spec.shape, latent_dim), ConvDecoder(spec.shape, latent_dim)
+    return vector_networks(spec, latent_dim, hidden)
+
+
+@register_network("categorical")
+def label_networks(spec: ModalitySpec, latent_dim: int, hidden: int):
+    # Labels are low-dimensional: one hidden layer is enough (MVAE's label networks).
+    return MLPEncoder(spec.shape, latent_dim, (hidden,)), MLPDecoder(spec.shape, latent_dim, (hidden,))
+
+
+@register_network("vector")
+def vector_networks(spec: ModalitySpec, latent_dim: int, hidden: int):
+    return MLPEncoder(spec.shape, latent_dim, (hidden, hidden)), MLPDecoder(spec.shape, latent_dim, (hidden, hidden))
+
+
+def default_networks(spec: ModalitySpec, latent_dim: int, hidden: int = 512) -> tuple[nn.Module, nn.Module]:
+    factory = NETWORKS.get(spec.kind, vector_networks)
+    return factory(spec, latent_dim, hidden)
