@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -12,23 +13,35 @@ EPILOG = """common --set keys: objective=elbo|iwae|dreg  k=K  beta=B  warmup=EPO
   likelihood.<modality>=bernoulli|normal|laplace|categorical  scale.<modality>=0.75|learned
   weights=uniform|rescale  weights.<modality>=λ  subsample_k=K (mvae)  data.<option>=V (e.g. data.modalities=5)
   paired_fraction=F  observed=<modality>|split  val_fraction=F  grad_clip=G  max_rollbacks=N  max_steps=N
-  time_limit=SECONDS  hidden=H  amsgrad=true"""
+  time_limit=SECONDS  hidden=H  amsgrad=true  amp=off|bf16  compile=true  grad_accum=N
+several GPUs or nodes: torchrun --nproc_per_node N -m mmvae train ...  (docs/distributed.md)"""
 
 
 def _train(args) -> int:
-    from .train.trainer import train
+    from .train.trainer import read_run_config, train
 
     cfg = Config()
-    for key in ("model", "dataset", "epochs", "batch_size", "lr", "latent_dim", "seed", "out", "device"):
+    if args.resume and args.out:
+        # Continue with the run's own settings (epochs, device, amp...) unless given again; the slice
+        # limits --max-steps / --time-limit belong to one invocation and start unset.
+        cfg = Config.from_dict(read_run_config(Path(args.out))["config"])
+        cfg.max_steps, cfg.time_limit = 0, 0.0
+    for key in ("model", "dataset", "epochs", "batch_size", "lr", "latent_dim", "seed", "out", "device",
+                "max_steps", "time_limit"):
         value = getattr(args, key)
         if value is not None:
             setattr(cfg, key, value)
+    if args.data_dir is not None:
+        if not Path(args.data_dir).expanduser().is_dir():
+            raise UserError(f"--data-dir {args.data_dir} is not a folder: give the folder that holds the dataset files")
+        cfg.data = {**cfg.data, "data_dir": str(Path(args.data_dir).expanduser())}
     apply_overrides(cfg, args.set or [])
     if args.resume and not args.out:
         raise UserError("--resume needs --out RUN_DIR (the run folder to continue)")
     _check_positive(cfg)
     out = train(cfg, resume=args.resume)
-    print(f"run folder: {out}")
+    if os.environ.get("RANK", "0") == "0":   # under torchrun, rank 0 speaks for all
+        print(f"run folder: {out}")
     return 0
 
 
@@ -40,14 +53,20 @@ def _check_positive(cfg: Config) -> None:
         raise UserError(f"--lr must be positive, got {cfg.lr}")
     if not 0 <= cfg.val_fraction < 1:
         raise UserError(f"val_fraction must be in [0, 1), got {cfg.val_fraction}")
+    if not (cfg.beta >= 0 and cfg.warmup >= 0):
+        raise UserError(f"beta and warmup must be >= 0, got beta={cfg.beta}, warmup={cfg.warmup}")
 
 
 def _sample(args) -> int:
     from .evaluation.pictures import sample_grid
     from .runs import load_run
 
+    if args.n < 1:
+        raise UserError(f"--n must be at least 1, got {args.n}")
     run = load_run(args.run)
     out = Path(args.out) if args.out else run.path / "samples.png"
+    if not out.parent.is_dir():
+        raise UserError(f"cannot write {out}: folder {out.parent} does not exist")
     sample_grid(run.model, run.dataset().test, out, n=args.n)
     print(out)
     return 0
@@ -86,6 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int)
     t.add_argument("--out", help="run folder (default runs/<model>-<dataset>)")
     t.add_argument("--device", help="auto | cpu | cuda")
+    t.add_argument("--max-steps", type=int, dest="max_steps", metavar="N",
+                   help="stop (resumably) once the run has taken N optimizer steps in all; 0: no limit")
+    t.add_argument("--time-limit", type=float, dest="time_limit", metavar="SECONDS",
+                   help="stop (resumably) after this many seconds of training in this invocation")
+    t.add_argument("--data-dir", dest="data_dir", metavar="DIR",
+                   help="folder with the dataset's files (DIR/<dataset>/ or DIR), used as is: no download")
     t.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
     t.add_argument("--set", action="append", metavar="KEY=VALUE", help="any other option (repeatable)")
     t.set_defaults(func=_train)

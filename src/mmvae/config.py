@@ -17,6 +17,7 @@ class Config:
     model: str = "mopoe"
     dataset: str = "polymnist"
     data: dict[str, Any] = field(default_factory=dict)        # dataset options, e.g. data.modalities=5
+    modalities: list[str] | None = None                       # train on these modalities only
     # optimisation
     epochs: int = 8
     batch_size: int = 128
@@ -47,6 +48,9 @@ class Config:
     max_steps: int = 0                                        # 0: no limit; stop (resumably) after this step
     time_limit: float = 0.0                                   # seconds; 0: no limit
     device: str = "auto"
+    amp: str = "off"                                          # off | bf16 (autocast of the forward pass)
+    compile: bool = False                                     # torch.compile the loss computation
+    grad_accum: int = 1                                       # micro-batches per step (per rank under torchrun)
     out: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)       # model-specific options (e.g. MEME's)
 
@@ -63,6 +67,8 @@ def _parse_value(text: str) -> Any:
     try:
         return ast.literal_eval(text)
     except (ValueError, SyntaxError):
+        if text.startswith("[") and text.endswith("]"):   # [a, b] with bare words: a list of names
+            return [w.strip().strip("'\"") for w in text[1:-1].split(",") if w.strip()]
         low = text.lower()
         if low in ("true", "false"):
             return low == "true"
@@ -72,12 +78,18 @@ def _parse_value(text: str) -> Any:
 
 
 def _coerce(name: str, value: Any, current: Any) -> Any:
+    if isinstance(current, dict) and value is not None and not isinstance(value, dict):
+        raise UserError(f"--set {name}: this option is set per key: use --set {name}.<key>=VALUE")
     if current is None or value is None or isinstance(current, (dict, list)):
         return value
     if isinstance(current, bool):
         if isinstance(value, bool):
             return value
         raise UserError(f"--set {name}: expected true or false, got {value!r}")
+    if isinstance(current, int) and isinstance(value, float):
+        if not value.is_integer():  # a silently kept float would reach layer sizes and loop bounds
+            raise UserError(f"--set {name}: expected a whole number, got {value!r}")
+        return int(value)
     if isinstance(current, (int, float)) and not isinstance(current, bool):
         try:
             return type(current)(value) if not (isinstance(current, int) and isinstance(value, float)) else value

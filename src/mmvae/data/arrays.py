@@ -21,6 +21,7 @@ from ..errors import UserError
 from .dataset import DatasetSplits, ModalitySpec, MultimodalDataset, one_hot
 
 RESERVED = ("label", "split")
+MAX_CLASSES = 100_000  # one-hot rows beyond this are a mistake (a float column read as class indices)
 
 
 def _read(path: Path) -> dict[str, np.ndarray]:
@@ -33,25 +34,39 @@ def _read(path: Path) -> dict[str, np.ndarray]:
                 raise UserError(f"folder '{path}' holds no .npy files: put one <modality>.npy per modality there")
             return {f.stem: np.load(f, allow_pickle=False) for f in files}
         with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
+            arrays = {k: z[k] for k in z.files}
+        odd = [k for k, v in arrays.items() if not isinstance(v, np.ndarray)]
+        if odd:
+            raise UserError(f"'{path}': members {odd} are not .npy arrays: save the file with numpy.savez")
+        return arrays
     except UserError:
         raise
+    except MemoryError:
+        raise UserError(f"'{path}' declares arrays too large for memory: check the file (is it damaged?)") from None
     except ValueError as e:
         if "pickle" in str(e).lower() or "object" in str(e).lower():
             raise UserError(f"'{path}' contains object (pickled) arrays, which are never loaded: save plain numeric arrays") from None
         raise UserError(f"'{path}' is not a readable .npz/.npy file ({e})") from None
     except (OSError, zipfile.BadZipFile, EOFError) as e:
         raise UserError(f"'{path}' is not a readable .npz/.npy file ({type(e).__name__}: {e})") from None
+    except Exception as e:  # a damaged zip or .npy header fails in many ways (zlib, struct, syntax errors)
+        raise UserError(f"'{path}' is not a readable .npz/.npy file ({type(e).__name__}: {str(e)[:200]})") from None
 
 
 def _as_modality(name: str, a: np.ndarray, observed: np.ndarray) -> tuple[ModalitySpec, torch.Tensor]:
     if a.dtype.kind not in "biuf":
         raise UserError(f"modality '{name}' has dtype {a.dtype}: use numeric arrays (uint8 images, floats, int classes)")
+    if 0 in a.shape[1:]:
+        raise UserError(f"modality '{name}' has shape {a.shape}: no network fits samples without values "
+                        f"(every axis after the first needs length >= 1)")
     if a.ndim == 1 and a.dtype.kind in "iu":
         seen = a[observed]
         if seen.size and seen.min() < 0:
             raise UserError(f"categorical modality '{name}' has negative values: use class indices 0..C-1")
         c = int(seen.max()) + 1 if seen.size else 1
+        if c > MAX_CLASSES:
+            raise UserError(f"categorical modality '{name}' has class index {c - 1}: at most {MAX_CLASSES} classes "
+                            f"(one-hot rows); store a float array if it is not a class index")
         x = one_hot(torch.from_numpy(np.where(observed, a, 0).astype(np.int64)), max(c, 2))
         return ModalitySpec(name, "categorical", (x.shape[1],), "categorical", num_classes=x.shape[1]), x
     x = a.astype(np.float32)
@@ -96,7 +111,7 @@ def arrays_to_splits(arrays: dict[str, np.ndarray], seed: int = 0, source: str =
         m = arrays.get(f"mask_{k}")
         if m is None:
             masks[k] = np.ones(n, bool)
-        elif m.ndim != 1 or m.dtype.kind not in "biu":
+        elif m.ndim != 1 or m.dtype.kind not in "biu" or m.shape[0] != n:
             raise UserError(f"'{source}': mask_{k} must be a 1-D boolean array of length {n}")
         else:
             masks[k] = m.astype(bool)
@@ -110,6 +125,8 @@ def arrays_to_splits(arrays: dict[str, np.ndarray], seed: int = 0, source: str =
             raise UserError(f"'{source}': label must be a 1-D integer array (one class per sample), got {lab.dtype} {lab.shape}")
         if lab.min() < 0:
             raise UserError(f"'{source}': label has negative values: use class indices 0..C-1")
+        if int(lab.max()) >= MAX_CLASSES:
+            raise UserError(f"'{source}': label {int(lab.max())} is outside the class range 0..{MAX_CLASSES - 1}")
         label = torch.from_numpy(lab.astype(np.int64))
     if "split" in arrays:
         sp = arrays["split"]

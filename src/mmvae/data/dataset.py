@@ -1,12 +1,14 @@
 """In-memory multimodal datasets: tensors sliced by index, never per-sample ``__getitem__``."""
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, field, replace
 from typing import Iterator
 
 import torch
 from torch import Tensor
 
+from ..errors import UserError
 from .batch import Batch
 
 KINDS = ("image", "categorical", "vector", "text")
@@ -18,7 +20,8 @@ class ModalitySpec:
 
     ``kind`` is one of ``image`` (C, H, W in [0, 1]), ``categorical`` (one-hot over ``num_classes``),
     ``text`` (one-hot tokens ``(L, V)``, all-zero rows are padding) or ``vector`` (any other real
-    array; networks flatten it).
+    array; networks flatten it). ``network`` names a registered network other than the kind's default
+    (e.g. ``"mnist-mlp"`` for MNIST in MNIST-SVHN, where 28x28 images would otherwise get the conv nets).
     """
 
     name: str
@@ -27,6 +30,7 @@ class ModalitySpec:
     likelihood: str
     num_classes: int | None = None
     vocab: tuple[str, ...] | None = None
+    network: str | None = None
 
     def to_dict(self) -> dict:
         d = {"name": self.name, "kind": self.kind, "shape": list(self.shape), "likelihood": self.likelihood}
@@ -34,13 +38,15 @@ class ModalitySpec:
             d["num_classes"] = self.num_classes
         if self.vocab is not None:
             d["vocab"] = list(self.vocab)
+        if self.network is not None:
+            d["network"] = self.network
         return d
 
     @staticmethod
     def from_dict(d: dict) -> "ModalitySpec":
         return ModalitySpec(
             d["name"], d["kind"], tuple(d["shape"]), d["likelihood"], d.get("num_classes"),
-            tuple(d["vocab"]) if d.get("vocab") is not None else None,
+            tuple(d["vocab"]) if d.get("vocab") is not None else None, d.get("network"),
         )
 
 
@@ -130,6 +136,20 @@ def validation_split(data: MultimodalDataset, fraction: float, seed: int) -> tup
         return data, data.subset(torch.arange(0))
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 7919))
     return data.subset(perm[n_val:].sort().values), data.subset(perm[:n_val].sort().values)
+
+
+def sample_rows(total: int, n: int | None, seed: int = 0) -> Tensor | None:
+    """Sorted indices of a seeded random subset of ``n`` of ``total`` rows (None: keep all); the
+    ``data.n`` option of the built-in datasets, for quick runs."""
+    if n is None:
+        return None
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral):
+        raise UserError(f"data.n={n!r}: give a whole number of rows")
+    if n >= total:
+        return None
+    if n < 2:
+        raise UserError(f"data.n={n} is too small: use at least 2 rows")
+    return torch.randperm(total, generator=torch.Generator().manual_seed(seed))[: int(n)].sort().values
 
 
 def one_hot(labels: Tensor, num_classes: int) -> Tensor:

@@ -6,7 +6,7 @@ import torch
 
 from .dataset import DatasetSplits, ModalitySpec, MultimodalDataset, one_hot
 from .registry import register_dataset
-from .sources.mnist_sample import load_mnist_sample, mnist_sample_available, seeded_split
+from .mnist import mnist_availability, mnist_digits
 
 
 def image_label_splits(images: np.ndarray, labels: np.ndarray, train_idx, test_idx, description: str) -> DatasetSplits:
@@ -23,9 +23,10 @@ def image_label_splits(images: np.ndarray, labels: np.ndarray, train_idx, test_i
     return DatasetSplits(part(train_idx), part(test_idx))
 
 
-@register_dataset("mnist-label", "MNIST digit + one-hot label (MVAE setting); offline 5,000-digit sample",
-                  available=mnist_sample_available)
-def mnist_label(seed: int = 0, **_) -> DatasetSplits:
-    images, labels = load_mnist_sample()
-    tr, te = seeded_split(len(labels), 0.1, 0)
-    return image_label_splits(images, labels, tr, te, "MNIST + label from the 5,000-digit sample")
+@register_dataset("mnist-label", "MNIST digit + one-hot label (MVAE setting); full MNIST when present, else the offline "
+                  "5,000-digit sample; options source=auto|full|sample, n (rows)", available=mnist_availability)
+def mnist_label(seed: int = 0, n: int | None = None, source: str = "auto", data_dir=None, download: bool = True,
+                **_) -> DatasetSplits:
+    d = mnist_digits(source, data_dir, download, n)
+    what = "full MNIST" if d.full else "the 5,000-digit sample"
+    return image_label_splits(d.images, d.labels, d.train, d.test, f"MNIST + label from {what}")

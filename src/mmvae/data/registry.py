@@ -1,6 +1,7 @@
 """Datasets by name: each entry is one decorated builder function in its own module."""
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -39,6 +40,7 @@ def load_dataset(name_or_path: str, seed: int = 0, **options) -> DatasetSplits:
     from . import builtin  # noqa: F401  (registers the built-in datasets)
 
     if name_or_path in DATASETS:
+        check_options(name_or_path, DATASETS[name_or_path].build, options)
         splits = DATASETS[name_or_path].build(seed=seed, **options)
         splits.name = name_or_path
         return splits
@@ -46,6 +48,17 @@ def load_dataset(name_or_path: str, seed: int = 0, **options) -> DatasetSplits:
     if path.suffix == ".npz" or path.is_dir() or path.exists():
         from .arrays import load_arrays
 
+        check_options(str(path), load_arrays, options)
         return load_arrays(path, seed=seed, **options)
     known = ", ".join(sorted(DATASETS))
     raise UserError(f"unknown dataset '{name_or_path}': use one of {known}, or a path to an .npz file")
+
+
+def check_options(name: str, build: Callable, options: dict) -> None:
+    """Reject ``data.<option>`` keys the builder does not name: a misspelt option must not be ignored."""
+    params = inspect.signature(build).parameters.values()
+    known = {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)} - {"seed", "path"}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise UserError(f"unknown data option(s) {', '.join(unknown)} for dataset '{name}': its options are "
+                        f"{', '.join(sorted(known)) or 'none'}")

@@ -17,8 +17,9 @@ def toy_bimodal(n: int = 2000, classes: int = 5, dim: int = 16, noise: float = 0
     n_test = n // 5
     full = MultimodalDataset(specs, data, label=y, num_classes=classes,
                              description="toy bimodal: prototypes of a shared class plus noise")
-    full.prototypes = protos  # type: ignore[attr-defined]
     train, test = full.subset(torch.arange(n_test, n)), full.subset(torch.arange(n_test))
+    for part in (full, train, test):  # set after subset(): dataclasses.replace would drop the attribute
+        part.prototypes = protos  # type: ignore[attr-defined]
     return DatasetSplits(train, test, name="toy")
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.distributions import Bernoulli, Laplace, Normal
+from torch.distributions import Laplace, Normal
 
 LIKELIHOODS = ("bernoulli", "normal", "laplace", "categorical")
 
@@ -39,8 +39,10 @@ class BernoulliLikelihood(Likelihood):
     name = "bernoulli"
 
     def log_prob(self, out, x):
-        # Bernoulli(logits).log_prob(x) = -BCE-with-logits, valid for x anywhere in [0, 1].
-        return self._sum(Bernoulli(logits=out, validate_args=False).log_prob(x))
+        # Bernoulli(logits).log_prob(x) = -BCE-with-logits, valid for x anywhere in [0, 1]. Negated after
+        # the sum: negating the full (K·B, *shape) tensor first costs a pass forward and one backward.
+        out, x = torch.broadcast_tensors(out, x)
+        return -self._sum(F.binary_cross_entropy_with_logits(out, x, reduction="none"))
 
     def mean(self, out):
         return torch.sigmoid(out)

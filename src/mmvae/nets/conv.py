@@ -17,7 +17,7 @@ def _encoder_body(channels: int, third_kernel: int, hidden: int) -> nn.Sequentia
         nn.Conv2d(channels, BASE, 4, 2, 1), nn.ReLU(),
         nn.Conv2d(BASE, BASE * 2, 4, 2, 1), nn.ReLU(),
         nn.Conv2d(BASE * 2, BASE * 4, third_kernel, 2, 1), nn.ReLU(),
-        nn.Conv2d(BASE * 4, hidden, 4, 1, 0), nn.ReLU(),
+        nn.Conv2d(BASE * 4, hidden, 4, 1, 0),   # linear features into the heads, as in App. K
         nn.Flatten(),
     )
 

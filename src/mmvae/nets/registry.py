@@ -13,6 +13,7 @@ from torch import nn
 from ..data.dataset import ModalitySpec
 from .conv import CONV_SIZES, ConvDecoder, ConvEncoder
 from .mlp import MLPDecoder, MLPEncoder
+from .text import TextDecoder, TextEncoder
 
 NetworkFactory = Callable[[ModalitySpec, int, int], tuple[nn.Module, nn.Module]]
 NETWORKS: dict[str, NetworkFactory] = {}
@@ -50,6 +51,20 @@ def vector_networks(spec: ModalitySpec, latent_dim: int, hidden: int):
     return MLPEncoder(spec.shape, latent_dim, (hidden, hidden)), MLPDecoder(spec.shape, latent_dim, (hidden, hidden))
 
 
+@register_network("text")
+def text_networks(spec: ModalitySpec, latent_dim: int, hidden: int):
+    return TextEncoder(spec.shape, latent_dim), TextDecoder(spec.shape, latent_dim)
+
+
+@register_network("mnist-mlp")
+def mnist_mlp_networks(spec: ModalitySpec, latent_dim: int, hidden: int):
+    # MMVAE / MEME (App. K) MNIST networks: one hidden layer of 400 units; picked by ModalitySpec.network.
+    return MLPEncoder(spec.shape, latent_dim, (400,)), MLPDecoder(spec.shape, latent_dim, (400,))
+
+
 def default_networks(spec: ModalitySpec, latent_dim: int, hidden: int = 512) -> tuple[nn.Module, nn.Module]:
-    factory = NETWORKS.get(spec.kind, vector_networks)
+    network = getattr(spec, "network", None)
+    if network is not None and network not in NETWORKS:
+        raise ValueError(f"modality '{spec.name}' asks for network {network!r}: registered are {sorted(NETWORKS)}")
+    factory = NETWORKS.get(network or spec.kind, vector_networks)
     return factory(spec, latent_dim, hidden)
