@@ -23,11 +23,9 @@ def draw_cell(ax, spec: ModalitySpec, x: torch.Tensor) -> None:
     elif spec.kind == "categorical":
         ax.text(0.5, 0.5, str(int(x.argmax())), ha="center", va="center", fontsize=14)
     elif spec.kind == "text" and spec.vocab:
-        ids = x.argmax(-1).tolist()
-        words = [spec.vocab[i] for i, row in zip(ids, x) if float(row.max()) > 0]
-        words = [w for w in words if w not in ("<pad>",)]
-        if "<eos>" in words:
-            words = words[: words.index("<eos>")]
+        from ..data.text import sentences_from
+
+        words = sentences_from(x[None], spec)[0].split()
         ax.text(0.5, 0.5, "\n".join(" ".join(words[i:i + 3]) for i in range(0, len(words), 3))[:60],
                 ha="center", va="center", fontsize=6)
     else:
@@ -60,3 +58,122 @@ def sample_grid(model, data: MultimodalDataset, path: Path, n: int = 8) -> Path:
     plt.close(fig)
     tmp.replace(path)
     return path
+
+
+# ------------------------------------------------------------------------- evaluation pictures
+def _save(fig, path: Path, dpi: int = 90) -> Path:
+    """Write atomically (a reader never sees half a PNG) and close the figure."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=dpi)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+@torch.no_grad()
+def cross_generation_grid(model, data: MultimodalDataset, source: str, target: str, path: Path,
+                          n: int = 10, draws: int = 3) -> Path:
+    """Rows: the source inputs, their true partners, then ``draws`` generations of the target from one
+    posterior sample each (the first row of generations decodes the posterior mean)."""
+    device = next(model.parameters()).device
+    idx = torch.linspace(0, len(data) - 1, n).long()
+    batch = data.batch(idx).to(device)
+    rows = [(f"{source} (input)", source, batch.data[source]), (f"{target} (true)", target, batch.data[target])]
+    rows.append((f"{source}→{target} mean", target, model.translate({source: batch.data[source]}, [target])[target]))
+    for i in range(draws - 1):
+        try:
+            out = model.translate({source: batch.data[source]}, [target], sample=True)[target]
+        except TypeError:  # a model whose translate has no sampling option
+            break
+        rows.append((f"{source}→{target} #{i + 1}", target, out))
+    fig, axes = plt.subplots(len(rows), n, figsize=(n * 0.9 + 1.6, len(rows) * 0.95), squeeze=False)
+    for r, (title, m, x) in enumerate(rows):
+        for c in range(n):
+            draw_cell(axes[r, c], data.specs[m], x[c])
+        axes[r, 0].set_ylabel(title, rotation=0, ha="right", va="center", fontsize=8)
+    fig.tight_layout(pad=0.2)
+    return _save(fig, path, dpi=80)
+
+
+def distance_histogram(d: torch.Tensor, pair: str, path: Path) -> Path:
+    """Histograms of paired (d_ii) and unpaired (d_ij, i ≠ j) W2 distances (MEME, Fig. 4)."""
+    n = d.shape[0]
+    off = ~torch.eye(n, dtype=torch.bool)
+    paired, unpaired = d.diagonal().numpy(), d[off].numpy()
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    bins = np.linspace(min(paired.min(), unpaired.min()), max(paired.max(), unpaired.max()), 51)
+    ax.hist(unpaired, bins=bins, density=True, alpha=0.55, label=f"unpaired ({unpaired.size})")
+    ax.hist(paired, bins=bins, density=True, alpha=0.75, label=f"paired ({paired.size})")
+    ax.set_xlabel(f"W2 between q(z | {pair.split('~')[0]}) and q(z | {pair.split('~')[1]})")
+    ax.set_ylabel("density")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def class_distance_heatmap(matrix, pair: str, path: Path) -> Path:
+    """The class × class mean W2 matrix (rows: class of the first modality's rows)."""
+    import numpy as np
+
+    m = np.asarray(matrix, dtype=float)
+    fig, ax = plt.subplots(figsize=(4.6, 4))
+    im = ax.imshow(m, cmap="viridis")
+    s, t = pair.split("~")
+    ax.set_xlabel(f"class of {t}")
+    ax.set_ylabel(f"class of {s}")
+    ax.set_xticks(range(m.shape[1]))
+    ax.set_yticks(range(m.shape[0]))
+    ax.tick_params(labelsize=7)
+    fig.colorbar(im, ax=ax, fraction=0.046, label="mean W2")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def class_dendrogram(matrix, pair: str, path: Path) -> Path:
+    """Average-linkage dendrogram of the classes from the symmetrised class distance matrix (scipy)."""
+    import numpy as np
+    from scipy.cluster.hierarchy import dendrogram, linkage
+    from scipy.spatial.distance import squareform
+
+    m = np.asarray(matrix, dtype=float)
+    m = np.nan_to_num(0.5 * (m + m.T), nan=np.nanmax(m) if np.isfinite(m).any() else 0.0)
+    np.fill_diagonal(m, 0.0)
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    dendrogram(linkage(squareform(m, checks=False), method="average"), labels=list(range(m.shape[0])), ax=ax)
+    ax.set_ylabel("mean W2")
+    ax.set_title(f"classes by {pair} distance", fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def latent_embedding(latents: dict[str, torch.Tensor], labels: torch.Tensor | None, path: Path,
+                     seed: int = 0) -> Path:
+    """t-SNE (scikit-learn) of test latent means of every modality together: colour = label,
+    marker = modality."""
+    import numpy as np
+    from sklearn.manifold import TSNE
+
+    names = list(latents)
+    z = torch.cat([latents[m] for m in names]).numpy()
+    which = np.concatenate([np.full(len(latents[m]), i) for i, m in enumerate(names)])
+    xy = TSNE(2, init="pca", perplexity=min(30.0, max(2.0, (len(z) - 1) / 3)), random_state=seed).fit_transform(z)
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    markers = "o^sDvP*Xh<>"
+    colour = None if labels is None else np.tile(labels.numpy(), len(names))
+    for i, m in enumerate(names):
+        sel = which == i
+        ax.scatter(xy[sel, 0], xy[sel, 1], s=9, marker=markers[i % len(markers)], label=m, alpha=0.7,
+                   c=None if colour is None else colour[sel], cmap="tab10" if colour is not None else None,
+                   vmin=None if colour is None else 0, vmax=None if colour is None else max(9, int(colour.max())))
+    legend = ax.legend(fontsize=8, markerscale=2, title="modality", title_fontsize=8)
+    for handle in legend.legend_handles:  # markers in grey: the colours mean labels, not modalities
+        handle.set_color("0.4")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title("t-SNE of test latent means" + ("" if labels is None else " (colour: label)"), fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path)

@@ -1,0 +1,89 @@
+"""Coherence of generations, judged by per-modality classifiers (Shi et al. 2019, §4; Sutter et al. 2021).
+
+* cross coherence S->t: the fraction of test rows whose generation of t from the modalities S (the
+  decoded posterior mean, ``model.translate``) is classified as the row's label. Ordered pairs "a->b"
+  always; for three or more modalities every non-empty proper subset to each modality outside it
+  ("a+b->c"), MoPoE's protocol.
+* joint coherence: every modality decoded from the same z ~ p(z); the fraction of samples on which all
+  classifiers agree.
+* synergy (three or more modalities): mean cross coherence by the number of given modalities, and the
+  gain from one given modality to all the others (the "coherence given 1..4 modalities" curve of MoPoE).
+"""
+from __future__ import annotations
+
+from itertools import combinations
+from typing import Callable, Mapping
+
+import torch
+
+from ..data.dataset import MultimodalDataset
+from .classifiers import predict
+
+
+def source_subsets(modalities: list[str]) -> list[tuple[str, ...]]:
+    """Singletons for two modalities; every non-empty proper subset for three or more."""
+    if len(modalities) <= 2:
+        return [(m,) for m in modalities]
+    return [s for r in range(1, len(modalities)) for s in combinations(modalities, r)]
+
+
+def coherence_key(sources: tuple[str, ...], target: str) -> str:
+    return f"{'+'.join(sources)}->{target}"
+
+
+@torch.no_grad()
+def cross_coherence(model, test: MultimodalDataset, classifiers: Mapping[str, Callable], device,
+                    batch_size: int = 500) -> tuple[dict[str, float], dict[str, str]]:
+    """{"S->t": coherence} over the test rows that observe S; notes for subsets the model refuses."""
+    names = test.modalities
+    hits: dict[str, int] = {}
+    seen: dict[str, int] = {}
+    notes: dict[str, str] = {}
+    for sources in source_subsets(names):
+        targets = [t for t in names if t not in sources]
+        observed = torch.stack([test.mask[m] for m in sources]).all(0)
+        ids = torch.nonzero(observed).squeeze(1)
+        try:
+            for i in range(0, len(ids), batch_size):
+                rows = ids[i:i + batch_size]
+                batch = test.batch(rows)
+                out = model.translate({m: batch.data[m].to(device) for m in sources}, targets)
+                for t in targets:
+                    key = coherence_key(sources, t)
+                    pred = predict(classifiers[t], out[t]).cpu()
+                    hits[key] = hits.get(key, 0) + int((pred == batch.label).sum())
+                    seen[key] = seen.get(key, 0) + len(rows)
+        except (NotImplementedError, ValueError, KeyError) as e:
+            for t in targets:
+                hits.pop(coherence_key(sources, t), None)
+                notes[coherence_key(sources, t)] = f"the model cannot generate from {'+'.join(sources)}: {e}"
+    return {k: hits[k] / seen[k] for k in hits if seen[k]}, notes
+
+
+@torch.no_grad()
+def joint_coherence(model, classifiers: Mapping[str, Callable], n: int = 10000, batch_size: int = 1000,
+                    seed: int = 0) -> float:
+    """Fraction of prior samples whose generated modalities all receive the same class."""
+    names = list(classifiers)
+    torch.manual_seed(seed)
+    agree = 0
+    for i in range(0, n, batch_size):
+        b = min(batch_size, n - i)
+        out = model.generate(b, names)
+        preds = torch.stack([predict(classifiers[m], out[m]).cpu() for m in names])
+        agree += int((preds == preds[:1]).all(0).sum())
+    return agree / n
+
+
+def synergy(cross: Mapping[str, float], modalities: list[str]) -> dict | None:
+    """Mean cross coherence by number of given modalities and its gain from 1 to M-1 (None for M < 3)."""
+    if len(modalities) < 3:
+        return None
+    by_size: dict[int, list[float]] = {}
+    for key, value in cross.items():
+        sources = key.split("->")[0].split("+")
+        by_size.setdefault(len(sources), []).append(value)
+    curve = {str(r): sum(v) / len(v) for r, v in sorted(by_size.items())}
+    top = str(len(modalities) - 1)
+    gain = curve[top] - curve["1"] if top in curve and "1" in curve else None
+    return {"coherence_by_given": curve, "gain": gain}
