@@ -26,8 +26,10 @@ class Run:
     def dataset(self):
         """The run's dataset splits, rebuilt from its config (same seed, same options)."""
         from .data.registry import load_dataset
+        from .data.select import select_modalities
 
-        return load_dataset(self.config.dataset, seed=self.config.seed, **self.config.data)
+        splits = load_dataset(self.config.dataset, seed=self.config.seed, **self.config.data)
+        return select_modalities(splits, self.config.modalities)
 
 
 def load_run(path: str | Path, which: str = "last", device: str = "cpu") -> Run:

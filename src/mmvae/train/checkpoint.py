@@ -1,7 +1,9 @@
 """Run-folder files written atomically (temp file + rename): a crash never leaves half a checkpoint.
 
-Weights go to safetensors; optimizer, RNG and progress to a torch file loaded with ``weights_only``
-(no pickled code is ever executed on load).
+Weights go to safetensors (what users load); the resumable state (weights again, optimizer, RNG,
+progress) to one torch file loaded with ``weights_only`` (no pickled code is ever executed on load).
+Keeping the weights inside the state makes a checkpoint one atomic file: a kill between two writes can
+never pair new weights with old progress.
 """
 from __future__ import annotations
 
@@ -22,26 +24,45 @@ BEST = "best.safetensors"
 STATE = "training_state.pt"
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
+TMP_PREFIX = ".tmp-"
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 
 
 def atomic_write(path: Path, write: Callable[[str], None]) -> None:
     """Call ``write(tmp_path)`` then rename over ``path``; the old file survives any failure."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{path.name}.", dir=path.parent)
+        os.close(fd)
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; run files get the user's usual mode
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except OSError as e:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise UserError(f"cannot write {path} ({e.strerror or e}): free disk space or choose a writable --out") from None
+    except (OSError, RuntimeError, SafetensorError) as e:
+        # torch.save reports a full disk as RuntimeError, safetensors as SafetensorError.
+        _discard(tmp)
+        why = getattr(e, "strerror", None) or (str(e).splitlines() or [type(e).__name__])[0]
+        raise UserError(f"cannot write {path} ({why}): free disk space or choose a writable --out") from None
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        _discard(tmp)
         raise
+
+
+def _discard(tmp: str | None) -> None:
+    try:
+        if tmp and os.path.exists(tmp):
+            os.unlink(tmp)
+    except OSError:
+        pass
+
+
+def remove_stale_temporaries(folder: Path) -> None:
+    """Temporary files left by a process killed in the middle of a write (never a real checkpoint)."""
+    for f in Path(folder).glob(f"{TMP_PREFIX}*"):
+        _discard(str(f))
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -76,11 +97,19 @@ def save_state(state: dict, path: Path) -> None:
     atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
+STATE_KEYS = ("format_version", "model", "optimizer", "progress")
+
+
 def load_state(path: Path) -> dict:
+    """The resumable state (weights, optimizer, progress, RNG) of a run; UserError if unusable."""
     path = Path(path)
     if not path.exists():
         raise UserError(f"{path} is missing: cannot resume this run (start a new one without --resume)")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for a damaged file
         raise UserError(f"{path} is corrupt or truncated ({type(e).__name__}): cannot resume; start a new run") from None
+    if not isinstance(state, dict) or any(k not in state for k in STATE_KEYS):
+        raise UserError(f"{path} is not an mmvae training state (missing {[k for k in STATE_KEYS if not isinstance(state, dict) or k not in state]}): "
+                        f"cannot resume; start a new run")
+    return state

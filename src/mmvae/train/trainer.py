@@ -1,13 +1,23 @@
-"""The trainer: Adam, KL warm-up, validation, checkpoints that resume exactly, a divergence guard.
+"""The trainer: Adam, KL warm-up, validation, checkpoints that resume exactly, a divergence guard,
+data parallelism (torchrun), bf16 autocast and torch.compile as options.
 
-Exact resume: the epoch's shuffling comes from a generator seeded by (seed, epoch), the global torch
-RNG state is saved with every checkpoint, and validation and pictures run inside ``fork_rng`` so they
-never move the training stream. A run cut at any step (``max_steps``, ``time_limit``) and resumed
-therefore follows the same trajectory as one that was never interrupted.
+Exact resume: the epoch's shuffling comes from a generator seeded by (seed, epoch) and every step's
+Monte Carlo noise from a seed of (seed, step, piece, rollbacks) (``distributed.noise_seed``), so the
+trajectory is a function of where training stands, not of what ran before in the process. A
+checkpoint is written at every epoch end and when ``max_steps`` / ``time_limit`` cut the run; a run
+killed at any point and resumed from its last checkpoint reaches the same weights after the same
+number of steps as one never interrupted.
+
+Divergence: a non-finite loss, gradient or parameter restores the last good state (the last
+checkpoint, or the start), halves the learning rate, records the event in ``metrics.jsonl`` and goes
+on; after ``max_rollbacks`` it raises :class:`TrainingDiverged` naming where and the last checkpoint.
+Checkpoints are only written from finite parameters.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
+import gc
 import json
 import math
 import sys
@@ -16,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
 from ..config import FORMAT_VERSION, Config
@@ -23,9 +34,15 @@ from ..data.dataset import DatasetSplits, validation_split
 from ..data.partial import apply_partial_observation, drop_unobserved_rows
 from ..data.registry import load_dataset
 from ..errors import UserError
-from ..models.registry import build_model
-from .checkpoint import BEST, CONFIG, METRICS, STATE, WEIGHTS, load_state, load_weights, save_state, save_weights, write_json
+from ..data.select import select_modalities
+from ..models.registry import build_model, modalities_for
+from . import distributed
+from .checkpoint import (BEST, CONFIG, METRICS, STATE, WEIGHTS, atomic_write, load_state, load_weights,
+                         remove_stale_temporaries, save_state, save_weights, write_json)
+from .data_checks import check_training_data
 from .schedule import kl_weight
+
+AMP_DTYPES = {"off": None, "bf16": torch.bfloat16}
 
 
 class TrainingDiverged(RuntimeError):
@@ -51,6 +68,20 @@ def default_run_dir(cfg: Config) -> Path:
     return path
 
 
+def check_run_options(cfg: Config) -> None:
+    """The trainer's own options, checked before anything is built."""
+    if str(cfg.amp).lower() not in AMP_DTYPES:
+        raise UserError(f"amp={cfg.amp!r} is unknown: use off or bf16")
+    if not isinstance(cfg.compile, bool):
+        raise UserError(f"compile={cfg.compile!r}: use true or false")
+    if int(cfg.grad_accum) < 1:
+        raise UserError(f"grad_accum must be at least 1, got {cfg.grad_accum}")
+    if int(cfg.max_rollbacks) < 0:
+        raise UserError(f"max_rollbacks must be >= 0, got {cfg.max_rollbacks}")
+    if int(cfg.max_steps) < 0 or not float(cfg.time_limit) >= 0:
+        raise UserError(f"max_steps and time_limit must be >= 0 (0: no limit), got {cfg.max_steps}, {cfg.time_limit}")
+
+
 @dataclass
 class Progress:
     epoch: int = 0            # epochs completed
@@ -58,7 +89,18 @@ class Progress:
     global_step: int = 0
     best_val: float = math.inf
     rollbacks: int = 0
-    sums: dict = field(default_factory=dict)  # running sums of the current epoch's logs
+    sums: dict = field(default_factory=dict)  # running sums of the current epoch's logs (global on rank 0)
+
+
+class LossModule(nn.Module):
+    """``model.loss`` as ``forward``: the one call DDP and torch.compile wrap per micro-batch."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch, beta: float):
+        return self.model.loss(batch, beta)
 
 
 class Trainer:
@@ -69,27 +111,58 @@ class Trainer:
         self.cfg = cfg
         self.resume = resume
         self.show_progress = show_progress
+        self.dist = distributed.from_env()
         self.out = Path(cfg.out) if cfg.out else default_run_dir(cfg)
         cfg.out = str(self.out)
         self._check_out_dir()
         if resume:
             self._restore_config()
             cfg = self.cfg
+        check_run_options(cfg)
         torch.manual_seed(cfg.seed)
-        self.device = pick_device(cfg.device)
+        self.device = distributed.device_for(self.dist, pick_device(cfg.device))
         self.splits = splits or load_dataset(cfg.dataset, seed=cfg.seed, **cfg.data)
+        self.splits = select_modalities(self.splits, modalities_for(cfg, self.splits.specs))
         train, self.val = validation_split(self.splits.train, cfg.val_fraction, cfg.seed)
         train = apply_partial_observation(train, cfg.paired_fraction, cfg.observed, cfg.seed)
         self.train_data = drop_unobserved_rows(train)
+        if len(self.train_data) == 0:
+            raise UserError("no training rows left after the validation split: use more data or --set val_fraction=0")
         self.model = (model or build_model(self.splits.specs, cfg)).to(self.device)
+        check_training_data(self.model, self.splits, cfg)
+        self.pieces = self.dist.world_size * int(cfg.grad_accum)
+        if cfg.batch_size < self.pieces:
+            raise UserError(f"--batch-size {cfg.batch_size} is smaller than ranks x grad_accum = {self.pieces}: "
+                            f"every piece of a global batch needs a row")
+        self.amp_dtype = AMP_DTYPES[str(cfg.amp).lower()]
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, amsgrad=cfg.amsgrad)
         self.progress = Progress()
         self.steps_per_epoch = self.train_data.num_batches(cfg.batch_size)
-        if len(self.train_data) == 0:
-            raise UserError("no training rows left after the validation split: use more data or --set val_fraction=0")
+        distributed.init(self.dist, self.device)
+        self.loss_fn = self._wrap(LossModule(self.model))
+
+    # ------------------------------------------------------------------------------ set-up
+    def _wrap(self, module: nn.Module) -> nn.Module:
+        """torch.compile (optional), then DistributedDataParallel under torchrun."""
+        if self.cfg.compile:
+            module.compile()  # in place: parameter names (and so checkpoints) are unchanged
+        if self.dist.active:
+            from torch.nn.parallel import DistributedDataParallel
+
+            # A modality missing from every row of a rank's piece leaves its encoder without gradient
+            # on that rank: DDP must then look for unused parameters (one graph traversal per step).
+            partial = any(not bool(self.train_data.mask[m].all()) for m in self.train_data.modalities)
+            module = DistributedDataParallel(module, find_unused_parameters=partial or not hasattr(self.model, "fusion"))
+        return module
+
+    def _say(self, text: str) -> None:
+        if self.dist.is_main:
+            print(text, file=sys.stderr, flush=True)
 
     # ------------------------------------------------------------------------------ run folder
     def _check_out_dir(self) -> None:
+        if self.out.exists() and not self.out.is_dir():
+            raise UserError(f"--out {self.out} is a file, not a folder: choose another --out")
         has_run = (self.out / CONFIG).exists()
         if self.resume and not has_run:
             raise UserError(f"--resume: {self.out} is not a run folder (no {CONFIG}); give --out of an existing run")
@@ -102,7 +175,8 @@ class Trainer:
 
     def _restore_config(self) -> None:
         saved = read_run_config(self.out)
-        keep = {k: getattr(self.cfg, k) for k in ("epochs", "max_steps", "time_limit", "device")}
+        # What may change between slices of one run: how long, and on what hardware / precision.
+        keep = {k: getattr(self.cfg, k) for k in ("epochs", "max_steps", "time_limit", "device", "amp", "compile")}
         self.cfg = Config.from_dict(saved["config"])
         for k, v in keep.items():
             setattr(self.cfg, k, v)
@@ -126,30 +200,36 @@ class Trainer:
     def _snapshot(self) -> dict:
         return {
             "format_version": FORMAT_VERSION,
-            "model": copy.deepcopy(self.model.state_dict()),
-            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
+            "model": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
+            "optimizer": _to_cpu(self.optimizer.state_dict()),
             "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "pieces": self.pieces,
             "progress": copy.deepcopy(self.progress.__dict__),
         }
 
     def _restore(self, snap: dict) -> None:
         self.model.load_state_dict(snap["model"])
         self.optimizer.load_state_dict(snap["optimizer"])
-        torch.set_rng_state(snap["torch_rng"])
-        if snap.get("cuda_rng") and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(snap["cuda_rng"])
+        if "torch_rng" in snap:
+            torch.set_rng_state(snap["torch_rng"])
         self.progress = Progress(**copy.deepcopy(snap["progress"]))
 
     def _checkpoint(self) -> None:
-        """Save weights and state; only ever called with finite parameters."""
-        save_weights(self.model, self.out / WEIGHTS)
+        """Save the resumable state, then the weights; only ever called with finite parameters."""
+        p = self.progress
+        p.sums = distributed.sum_over_ranks(self.dist, p.sums, self.device)   # rank 0 keeps global sums
         snap = self._snapshot()
-        state = {k: v for k, v in snap.items() if k != "model"}
-        save_state(state, self.out / STATE)
+        if self.dist.is_main:
+            save_state(snap, self.out / STATE)        # one atomic file: weights, optimizer, progress
+            save_weights(self.model, self.out / WEIGHTS)
+        else:
+            p.sums = {k: 0.0 for k in p.sums}
+            snap["progress"]["sums"] = dict(p.sums)
         self.good = snap
 
     def _log(self, record: dict) -> None:
+        if not self.dist.is_main:
+            return
         try:
             with open(self.out / METRICS, "a") as f:
                 f.write(json.dumps(record) + "\n")
@@ -157,85 +237,166 @@ class Trainer:
             raise UserError(f"cannot write {self.out / METRICS} ({e.strerror}): free disk space or fix permissions") from None
 
     def _load_for_resume(self) -> None:
-        load_weights(self.model, self.out / WEIGHTS)
+        load_weights(self.model, self.out / WEIGHTS)   # a damaged export is reported, not silently replaced
         state = load_state(self.out / STATE)
         if state.get("format_version") != FORMAT_VERSION:
             raise UserError(f"{self.out} was written by an incompatible mmvae (state format "
                             f"{state.get('format_version')}, this version reads {FORMAT_VERSION}): start a new run")
-        state["model"] = self.model.state_dict()
-        self._restore(state)
+        try:
+            self._restore(state)
+        except (RuntimeError, ValueError, KeyError, TypeError) as e:
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise UserError(f"{self.out / STATE} does not fit this model ({first}): was the run folder mixed up?") from None
+        if state.get("pieces", self.pieces) != self.pieces:
+            self._say(f"note: this run was cut into {state['pieces']} pieces per batch (ranks x grad_accum), now "
+                      f"{self.pieces}: training continues, but not on the exact trajectory of the first slice")
+        if not self.dist.is_main:
+            self.progress.sums = {k: 0.0 for k in self.progress.sums}
         self.good = self._snapshot()
-        # Metrics written after the checkpoint (a crash between the two) are dropped.
+        if self.dist.is_main:
+            remove_stale_temporaries(self.out)
+            self._truncate_metrics()
+
+    def _truncate_metrics(self) -> None:
+        """Drop records written after the checkpoint (they will be written again) and a torn last line."""
         path = self.out / METRICS
-        if path.exists():
-            lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
-            keep = [ln for ln in lines if json.loads(ln).get("epoch", 0) <= self.progress.epoch]
-            path.write_text("".join(ln + "\n" for ln in keep))
+        if not path.exists():
+            return
+        keep = []
+        for line in path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(rec, dict) and rec.get("step", 0) <= self.progress.global_step:
+                keep.append(line)
+        text = "".join(ln + "\n" for ln in keep)
+        atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
     # --------------------------------------------------------------------------------- training
     def fit(self) -> Path:
+        done = False
+        try:
+            out = self._fit()
+            done = True
+            return out
+        finally:
+            if self.dist.active:
+                # DDP's reducer holds the process group; if it dropped the last reference (as the trainer
+                # is freed), gloo's destructor would join its worker thread with the GIL held, which can
+                # hang. Drop DDP first, so destroy_process_group releases the group itself.
+                self.loss_fn = None
+                gc.collect()
+            distributed.shutdown(self.dist, wait_for_all=done)
+
+    def _fit(self) -> Path:
         cfg = self.cfg
         if self.resume:
             self._load_for_resume()
         else:
-            self._write_config()
-            self.good = self._snapshot()
-        started = time.time()
-        stopped_early = False
+            # A checkpoint of step 0 first and config.json (the mark of a run folder) last: a run killed
+            # at any moment is either not a run yet, or has a checkpoint to resume from.
+            self._checkpoint()
+            if self.dist.is_main:
+                self._write_config()
+        self.started = time.time()
         while self.progress.epoch < cfg.epochs:
-            done = self._run_epoch(started)
-            if not done:
-                stopped_early = True
-                break
-        if not stopped_early:
+            if not self._run_epoch():
+                return self.out
+        if self.dist.is_main:
             self._finish()
         return self.out
 
-    def _batches(self, epoch: int, start: int):
+    def _global_batches(self, epoch: int, start: int):
+        """Row indices of the epoch's global batches from ``start`` on (identical on every rank)."""
         g = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch)
-        return self.train_data.batches(self.cfg.batch_size, shuffle=True, generator=g, start=start)
+        order = torch.randperm(len(self.train_data), generator=g)
+        b = self.cfg.batch_size
+        for i in range(start * b, len(order), b):
+            yield order[i:i + b]
 
-    def _run_epoch(self, started: float) -> bool:
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
+    def _step(self, index: torch.Tensor, beta: float) -> tuple[str | None, bool]:
+        """One optimizer step on a global batch: this rank's pieces, weighted by their share of the rows.
+
+        Returns (what went non-finite or None, whether the time limit is reached on some rank)."""
+        cfg, p, env = self.cfg, self.progress, self.dist
+        accum = int(cfg.grad_accum)
+        pieces = distributed.shard_pieces(index, self.pieces)
+        total = len(index)
+        self.optimizer.zero_grad(set_to_none=True)
+        step_sums: dict[str, float] = {}
+        over = False
+        for j in range(accum):
+            piece = env.rank * accum + j
+            rows = pieces[piece]
+            n = len(rows)
+            # A rank whose piece is empty still joins the gradient all-reduce, with weight 0.
+            batch = self.train_data.batch(rows if n else index[:1]).to(self.device)
+            torch.manual_seed(distributed.noise_seed(cfg.seed, p.global_step, piece, p.rollbacks))
+            sync = j == accum - 1 or not env.active
+            with (contextlib.nullcontext() if sync else self.loss_fn.no_sync()):
+                with self._autocast():
+                    loss, logs = self.loss_fn(batch, beta)
+                loss = loss.float()
+                over = bool(cfg.time_limit) and time.time() - self.started >= cfg.time_limit
+                bad, over = distributed.agree(env, [not bool(torch.isfinite(loss)), over], self.device)
+                if bad:
+                    return "loss", over
+                (loss * (n * env.world_size / total)).backward()
+            step_sums["loss"] = step_sums.get("loss", 0.0) + float(loss.detach()) * n
+            for k, v in logs.items():
+                step_sums[k] = step_sums.get(k, 0.0) + float(v) * n
+            step_sums["rows"] = step_sums.get("rows", 0) + n
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip or math.inf)
+        if not bool(torch.isfinite(norm)):
+            return "gradient", over
+        self.optimizer.step()
+        for k, v in step_sums.items():
+            p.sums[k] = p.sums.get(k, 0.0) + v
+        p.global_step += 1
+        p.step_in_epoch += 1
+        return None, over
+
+    def _run_epoch(self) -> bool:
         """One epoch from wherever progress stands; False if cut by max_steps / time_limit."""
         cfg, p = self.cfg, self.progress
         epoch = p.epoch
         self.model.train()
+        show = (sys.stderr.isatty() if self.show_progress is None else self.show_progress) and self.dist.is_main
         bar = tqdm(total=self.steps_per_epoch, initial=p.step_in_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                   leave=False, disable=(not sys.stderr.isatty()) if self.show_progress is None else not self.show_progress,
-                   dynamic_ncols=True)
+                   leave=False, disable=not show, dynamic_ncols=True)
         t0 = time.time()
-        for batch in self._batches(epoch, p.step_in_epoch):
-            batch = batch.to(self.device)
+        for index in self._global_batches(epoch, p.step_in_epoch):
             beta = kl_weight(p.global_step, self.steps_per_epoch, cfg.warmup, cfg.beta)
-            loss, logs = self.model.loss(batch, beta)
-            self.optimizer.zero_grad(set_to_none=True)
-            if torch.isfinite(loss):
-                loss.backward()
-                norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip or math.inf)
-            if not torch.isfinite(loss) or not torch.isfinite(norm):
-                what = "loss" if not torch.isfinite(loss) else "gradient"
-                self._diverged(epoch, p.step_in_epoch, what)
+            what, over = self._step(index, beta)
+            if what is not None:
                 bar.close()
+                self._diverged(epoch, what)
                 return True  # the caller's loop continues from the restored position
-            self.optimizer.step()
-            p.global_step += 1
-            p.step_in_epoch += 1
-            n = batch.size
-            p.sums["loss"] = p.sums.get("loss", 0.0) + float(loss.detach()) * n
-            for k, v in logs.items():
-                p.sums[k] = p.sums.get(k, 0.0) + float(v) * n
-            p.sums["rows"] = p.sums.get("rows", 0) + n
             bar.update(1)
-            bar.set_postfix(loss=f"{p.sums['loss'] / p.sums['rows']:.2f}", beta=f"{beta:.2f}")
-            if (cfg.max_steps and p.global_step >= cfg.max_steps) or (cfg.time_limit and time.time() - started >= cfg.time_limit):
+            if p.sums.get("rows"):
+                bar.set_postfix(loss=f"{p.sums['loss'] / p.sums['rows']:.2f}", beta=f"{beta:.2f}")
+            if (cfg.max_steps and p.global_step >= cfg.max_steps) or over:
                 bar.close()
+                if not self._params_finite():
+                    self._diverged(epoch, "parameter")
+                    return True
                 self._checkpoint()
-                print(f"stopped at step {p.global_step} (epoch {epoch + 1}, step {p.step_in_epoch}); "
-                      f"continue with: mmvae train --resume --out {self.out}", file=sys.stderr)
+                self._say(f"stopped at step {p.global_step} (epoch {epoch + 1}, step {p.step_in_epoch}); "
+                          f"continue with: mmvae train --resume --out {self.out}")
                 return False
         bar.close()
-        rows = max(p.sums.pop("rows", 1), 1)
-        train_logs = {f"train_{k}": v / rows for k, v in p.sums.items()}
+        if not self._params_finite():
+            self._diverged(epoch, "parameter")
+            return True
+        sums = distributed.sum_over_ranks(self.dist, p.sums, self.device)
+        rows = max(sums.pop("rows", 1), 1)
+        train_logs = {f"train_{k}": v / rows for k, v in sums.items()}
         val = self.validate()
         p.epoch += 1
         p.step_in_epoch = 0
@@ -248,48 +409,65 @@ class Trainer:
         if improved:
             p.best_val = val_loss
         self._log(record)
-        self._checkpoint()
-        if improved:
+        if improved and self.dist.is_main:
             save_weights(self.model, self.out / BEST)
-        print(f"epoch {p.epoch}/{cfg.epochs}  train loss {train_logs.get('train_loss', float('nan')):.3f}"
-              + (f"  val loss {val['val_loss']:.3f}" if "val_loss" in val else "")
-              + f"  ({record['seconds']:.1f}s)", file=sys.stderr)
+        self._checkpoint()
+        self._say(f"epoch {p.epoch}/{cfg.epochs}  train loss {train_logs.get('train_loss', float('nan')):.3f}"
+                  + (f"  val loss {val['val_loss']:.3f}" if "val_loss" in val else "")
+                  + f"  ({record['seconds']:.1f}s)")
         return True
 
-    def _diverged(self, epoch: int, step: int, what: str) -> None:
+    def _params_finite(self) -> bool:
+        flat = [v.detach().reshape(-1).float() for v in self.model.state_dict().values() if v.is_floating_point()]
+        ok = bool(torch.isfinite(torch.cat(flat)).all()) if flat else True
+        return not distributed.agree(self.dist, [not ok], self.device)[0]
+
+    def _diverged(self, epoch: int, what: str) -> None:
         p = self.progress
-        last = self.out / WEIGHTS if (self.out / WEIGHTS).exists() else None
-        where = f"epoch {epoch + 1}, step {step + 1} (global step {p.global_step + 1})"
+        where = f"epoch {epoch + 1}, step {p.step_in_epoch + 1} (global step {p.global_step + 1})"
+        good = self.good["progress"]
         if p.rollbacks >= self.cfg.max_rollbacks:
-            self._log({"event": "diverged", "epoch": epoch, "step": p.global_step, "what": what})
-            hint = f"last good checkpoint: {last}" if last else "no checkpoint was written yet"
+            self._log({"event": "diverged", "epoch": epoch + 1, "step": p.global_step + 1, "what": what,
+                       "rollbacks": p.rollbacks})
+            last = self.out / WEIGHTS
+            hint = (f"last good checkpoint: {last} (epoch {good['epoch']}, global step {good['global_step']})"
+                    if last.exists() else "no checkpoint was written yet")
             raise TrainingDiverged(f"training diverged: non-finite {what} at {where} after {p.rollbacks} "
                                    f"rollback(s); {hint}. Lower --lr or set grad_clip (--set grad_clip=10).")
         rollbacks = p.rollbacks + 1
+        # Halve the rate in force now (already halved by earlier rollbacks to the same snapshot).
+        rates = [group["lr"] for group in self.optimizer.param_groups]
         self._restore(self.good)
         self.progress.rollbacks = rollbacks
-        for group in self.optimizer.param_groups:
-            group["lr"] *= 0.5
+        for group, lr in zip(self.optimizer.param_groups, rates):
+            group["lr"] = 0.5 * lr
         lr = self.optimizer.param_groups[0]["lr"]
-        self._log({"event": "rollback", "epoch": epoch, "step": p.global_step, "what": what,
-                   "resumed_from_epoch": self.progress.epoch, "lr": lr, "rollbacks": rollbacks})
-        print(f"non-finite {what} at {where}: rolled back to the last good state (epoch {self.progress.epoch}), "
-              f"learning rate halved to {lr:g} ({rollbacks}/{self.cfg.max_rollbacks})", file=sys.stderr)
+        self._log({"event": "rollback", "epoch": epoch + 1, "step": p.global_step + 1, "what": what,
+                   "resumed_from_step": self.progress.global_step, "lr": lr, "rollbacks": rollbacks})
+        self._say(f"non-finite {what} at {where}: rolled back to the last good state (global step "
+                  f"{self.progress.global_step}), learning rate halved to {lr:g} ({rollbacks}/{self.cfg.max_rollbacks})")
 
     @torch.no_grad()
     def validate(self) -> dict:
+        """Mean validation loss; under torchrun each rank scores its piece of every batch, summed over ranks."""
         if len(self.val) == 0:
             return {}
         self.model.eval()
         total, rows = 0.0, 0
+        env = self.dist
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.cfg.seed + 1)
-            for batch in self.val.batches(max(self.cfg.batch_size, 256)):
-                loss, _ = self.model.loss(batch.to(self.device), self.cfg.beta)
-                total += float(loss) * batch.size
-                rows += batch.size
+            for b, batch_rows in enumerate(torch.arange(len(self.val)).split(max(self.cfg.batch_size, 256))):
+                mine = distributed.shard_pieces(batch_rows, env.world_size)[env.rank]
+                if len(mine) == 0:
+                    continue
+                torch.manual_seed(distributed.noise_seed(self.cfg.seed + 1, b, env.rank, 0))
+                with self._autocast():
+                    loss, _ = self.model.loss(self.val.batch(mine).to(self.device), self.cfg.beta)
+                total += float(loss) * len(mine)
+                rows += len(mine)
         self.model.train()
-        return {"val_loss": total / rows}
+        sums = distributed.sum_over_ranks(self.dist, {"total": total, "rows": rows}, self.device)
+        return {"val_loss": sums["total"] / max(sums["rows"], 1)}
 
     def _finish(self) -> None:
         from ..evaluation.pictures import sample_grid
@@ -298,6 +476,17 @@ class Trainer:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.cfg.seed)
             sample_grid(self.model, self.splits.test, self.out / "samples.png")
+
+
+def _to_cpu(obj):
+    """Optimizer state on the CPU, so snapshots do not hold a second copy in GPU memory."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu().clone()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_to_cpu(v) for v in obj]
+    return obj
 
 
 def train(cfg: Config, splits: DatasetSplits | None = None, resume: bool = False, **kwargs) -> Path:
@@ -314,8 +503,9 @@ def read_run_config(path: Path) -> dict:
         saved = json.loads(f.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise UserError(f"{f} is corrupt ({e}): the run folder cannot be used") from None
-    if saved.get("format_version") != FORMAT_VERSION:
-        raise UserError(f"{path} was written by an incompatible mmvae (format {saved.get('format_version')}, "
+    if not isinstance(saved, dict) or saved.get("format_version") != FORMAT_VERSION:
+        version = saved.get("format_version") if isinstance(saved, dict) else None
+        raise UserError(f"{path} was written by an incompatible mmvae (format {version}, "
                         f"this version reads {FORMAT_VERSION}): retrain it with this version")
     return saved
 
@@ -324,4 +514,3 @@ def _version() -> str:
     from .. import __version__
 
     return __version__
-
