@@ -129,7 +129,8 @@ class MultimodalVAE(nn.Module):
             lp = self.likelihoods[m].log_prob(out, xm)                      # (G', K, B)
             if not complete:
                 lp = lp * mask
-            lp = self.weights[m] * lp
+            if self.weights[m] != 1.0:
+                lp = self.weights[m] * lp
             if zm is z:
                 total = total + lp
             else:

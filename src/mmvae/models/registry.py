@@ -55,7 +55,11 @@ def resolve(cfg: Config, entry: ModelEntry) -> Config:
 def fusion_model(fusion: str, stratified: bool, subsample: bool = False, **fusion_kwargs):
     """A builder for MultimodalVAE with the named fusion."""
 
-    def build(specs, cfg: Config) -> MultimodalVAE:
+    def build(specs, cfg: Config, encoders=None, decoders=None) -> MultimodalVAE:
+        if fusion in ("poe", "mopoe") and cfg.posterior != "normal":
+            # checked here, not at the first loss: products of experts have a closed form for Gaussians only
+            raise UserError(f"model '{cfg.model}' multiplies Gaussian experts: posterior '{cfg.posterior}' "
+                            f"does not fit; use --set posterior=normal")
         try:
             estimator = make_estimator(cfg.objective, cfg.k, cfg.kl)
         except ValueError as e:
@@ -65,7 +69,8 @@ def fusion_model(fusion: str, stratified: bool, subsample: bool = False, **fusio
         try:
             return MultimodalVAE(specs, cfg.latent_dim, fuse, objective, posterior=cfg.posterior,
                                  likelihoods=cfg.likelihood, scales=cfg.scale, default_scale=cfg.default_scale,
-                                 weights=cfg.weights, hidden=cfg.hidden, stratified=stratified, beta=cfg.beta)
+                                 weights=cfg.weights, hidden=cfg.hidden, stratified=stratified, beta=cfg.beta,
+                                 encoders=encoders, decoders=decoders)
         except ValueError as e:
             raise UserError(str(e)) from None
 
@@ -90,8 +95,23 @@ register_model("mopoe", "Sutter, Daunhawer & Vogt 2021, Generalized Multimodal E
                min_modalities=2)(fusion_model("mopoe", stratified=False))
 
 
-def build_model(specs: dict, cfg: Config):
-    """Build the configured model for a dataset's modalities, checking the fit first."""
+def modalities_for(cfg: Config, specs: dict) -> list[str] | None:
+    """The modalities a run uses: ``cfg.modalities``, or for a single-modality model on multimodal data
+    the first one (recorded in the saved config, so the run is reproducible)."""
+    if cfg.modalities:
+        return cfg.modalities
+    entry = MODELS.get(cfg.model)
+    if entry is not None and entry.max_modalities == 1 and len(specs) > 1:
+        cfg.modalities = [next(iter(specs))]
+        return cfg.modalities
+    return None
+
+
+def build_model(specs: dict, cfg: Config, encoders: dict | None = None, decoders: dict | None = None):
+    """Build the configured model for a dataset's modalities, checking the fit first.
+
+    ``encoders`` / ``decoders``: optional {modality: nn.Module} replacing the default networks (same
+    contract as ``nets/registry.py``: encoder x -> (loc, raw_scale), decoder z (N, D) -> parameters)."""
     from . import builtin  # noqa: F401  (registers models defined in their own modules)
 
     if cfg.model not in MODELS:
@@ -103,7 +123,8 @@ def build_model(specs: dict, cfg: Config):
                         f"({', '.join(specs)}): use model 'vae' for one modality or add modalities")
     if entry.max_modalities is not None and n > entry.max_modalities:
         raise UserError(f"model '{cfg.model}' takes at most {entry.max_modalities} modalities, the data has {n} "
-                        f"({', '.join(specs)}): pick a multimodal model (mvae, mmvae, mopoe)")
+                        f"({', '.join(specs)}): pick a multimodal model (mvae, mmvae, mopoe) or keep one modality "
+                        f"with --set modalities={next(iter(specs))}")
     unknown = set(cfg.extra) - set(entry.options)
     if unknown:
         allowed = ", ".join(entry.options) or "none"
@@ -112,4 +133,9 @@ def build_model(specs: dict, cfg: Config):
     resolve(cfg, entry)
     if cfg.posterior not in ("normal", "laplace"):
         raise UserError(f"posterior '{cfg.posterior}' is unknown: use normal or laplace")
-    return entry.build(specs, cfg)
+    networks = {k: v for k, v in (("encoders", encoders), ("decoders", decoders)) if v}
+    for kind, nets in networks.items():
+        if set(nets) - set(specs):
+            raise UserError(f"{kind} given for unknown modalities {sorted(set(nets) - set(specs))}; "
+                            f"the data has {', '.join(specs)}")
+    return entry.build(specs, cfg, **networks)

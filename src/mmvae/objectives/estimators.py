@@ -86,12 +86,10 @@ class Estimator:
             z = post.rsample(self.k).unsqueeze(0)                                 # (1, K, B, D)
             weight = torch.ones_like(post.weight[:1])
         rec = model.reconstruction(z, batch, strata.members)                      # (G, K, B)
-        logs: dict[str, Tensor] = {"rec": (weight * rec.mean(1)).sum(0).mean().detach()}
         if self.kl == "analytic":
             kl = post.kl_components(model.prior) if many else post.kl_average(model.prior).unsqueeze(0)
-            value = rec.mean(1) - beta * kl
-            objective = value
-            logs["kl"] = (weight * kl).sum(0).mean().detach()
+            objective = rec.mean(1) - beta * kl
+            value, divergence = objective, kl
         else:
             q = post.detached() if self.detach_q else post
             if strata.independent:
@@ -100,12 +98,16 @@ class Estimator:
                 log_q = q.log_prob(z)
             log_p = log_density(model.prior, z)
             lw = rec + beta * (log_p - log_q)
-            logs["kl"] = (weight * (log_q - log_p).mean(1)).sum(0).mean().detach()
-            value = self.reduce(lw)
             objective = self.surrogate(lw, z)
-        bound = (weight * value).sum(0)                                           # (B,)
-        logs["bound"] = bound.mean().detach()
-        return -(weight * objective).sum(0).mean(), logs
+            value = None
+        loss = -(weight * objective).sum(0).mean()
+        with torch.no_grad():  # logs only: no graph is recorded for them
+            if value is None:
+                value, divergence = self.reduce(lw), (log_q - log_p).mean(1)
+            logs: dict[str, Tensor] = {"rec": (weight * rec.mean(1)).sum(0).mean(),
+                                       "kl": (weight * divergence).sum(0).mean(),
+                                       "bound": (weight * value).sum(0).mean()}
+        return loss, logs
 
 
 @register_estimator("elbo")
@@ -134,6 +136,8 @@ class DReG(IWAE):
 def make_estimator(name: str, k: int = 1, kl: str = "mc") -> Estimator:
     if name not in ESTIMATORS:
         raise ValueError(f"unknown objective {name!r}: use one of {sorted(ESTIMATORS)}")
+    if kl not in ("mc", "analytic"):
+        raise ValueError(f"unknown kl {kl!r}: use analytic or mc")
     if name != "elbo":
         kl = "mc"  # IWAE-type bounds need log-weights, not a closed-form KL
     return ESTIMATORS[name](k=k, kl=kl)

@@ -12,7 +12,7 @@ import torch
 
 from ..fusion.fusions import nonempty_subsets, subset_masks
 from ..fusion.mixture import DiagonalMixture
-from ..fusion.poe import poe_params
+from ..fusion.poe import poe_params, require_normal
 from .estimators import Estimator, Strata
 
 
@@ -35,6 +35,7 @@ class SubsampledObjective:
 
     def __call__(self, model, batch, beta: float):
         experts = model.encode_experts(batch)
+        require_normal(experts, "MVAE's product of experts")
         names = list(experts)
         subsets = training_subsets(names, self.k)
         locs = torch.stack([experts[m].loc for m in names])
