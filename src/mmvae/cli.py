@@ -53,7 +53,7 @@ def _check_positive(cfg: Config) -> None:
         raise UserError(f"--lr must be positive, got {cfg.lr}")
     if not 0 <= cfg.val_fraction < 1:
         raise UserError(f"val_fraction must be in [0, 1), got {cfg.val_fraction}")
-    if not (cfg.beta >= 0 and cfg.warmup >= 0):
+    if not (cfg.beta >= 0 and (cfg.warmup or 0) >= 0):
         raise UserError(f"beta and warmup must be >= 0, got beta={cfg.beta}, warmup={cfg.warmup}")
 
 

@@ -46,7 +46,7 @@ def sample_grid(model, data: MultimodalDataset, path: Path, n: int = 8) -> Path:
         rows += [(f"{s}→{t}" if s != t else f"{s} recon", t, out[t]) for t in names]
     gen = model.generate(n, names)
     rows += [(f"prior→{m}", m, gen[m]) for m in names]
-    fig, axes = plt.subplots(len(rows), n, figsize=(n * 0.9 + 1.2, len(rows) * 0.9), squeeze=False)
+    fig, axes = plt.subplots(len(rows), n, figsize=(n * 0.9 + 1.6, len(rows) * 0.9), squeeze=False)
     for r, (title, m, x) in enumerate(rows):
         for c in range(n):
             draw_cell(axes[r, c], data.specs[m], x[c])

@@ -213,7 +213,7 @@ def _option(cfg: Config, key: str, default, kind, check, rule: str):
 @register_model("fmmvae", "factorizing-mmvae study (MMVAE: Shi et al. 2019; InfoNCE: van den Oord et al. 2018)",
                 "MMVAE shared latent + a private latent per modality + InfoNCE between paired shared codes "
                 "(options infonce_weight, temperature, private_dim)",
-                dict(objective="elbo", kl="mc", posterior="laplace", weights="rescale"),
+                dict(objective="elbo", kl="mc", posterior="laplace", weights="rescale", warmup=3.0),
                 min_modalities=2, options=("infonce_weight", "temperature", "private_dim"))
 def build_fmmvae(specs, cfg: Config, encoders=None, decoders=None) -> FactorisedMMVAE:
     """``encoders`` are the shared experts' networks, ``decoders`` read [shared, private] (see the class)."""

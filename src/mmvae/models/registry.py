@@ -49,6 +49,8 @@ def resolve(cfg: Config, entry: ModelEntry) -> Config:
             setattr(cfg, key, value)
     if cfg.k is None:
         cfg.k = 1 if cfg.objective == "elbo" else 10
+    if cfg.warmup is None:
+        cfg.warmup = 0.0
     return cfg
 
 
@@ -83,7 +85,7 @@ register_model("vae", "Kingma & Welling 2014; IWAE: Burda et al. 2016; DReG: Tuc
                max_modalities=1)(fusion_model("poe", stratified=False, prior_expert=False))
 register_model("mvae", "Wu & Goodman 2018, Multimodal Generative Models for Scalable Weakly-Supervised Learning",
                "product of experts with a prior expert; subsampled ELBO (joint + unimodal + k random subsets)",
-               dict(objective="elbo", kl="analytic", posterior="normal", weights="rescale"),
+               dict(objective="elbo", kl="analytic", posterior="normal", weights="rescale", warmup=2.0),
                min_modalities=2)(fusion_model("poe", stratified=False, subsample=True))
 register_model("mmvae", "Shi, Siddharth, Paige & Torr 2019, Variational Mixture-of-Experts Autoencoders",
                "mixture of experts; stratified objective elbo | iwae | dreg; Laplace posteriors by default",
@@ -96,13 +98,23 @@ register_model("mopoe", "Sutter, Daunhawer & Vogt 2021, Generalized Multimodal E
 
 
 def modalities_for(cfg: Config, specs: dict) -> list[str] | None:
-    """The modalities a run uses: ``cfg.modalities``, or for a single-modality model on multimodal data
-    the first one (recorded in the saved config, so the run is reproducible)."""
+    """The modalities a run uses: ``cfg.modalities``, or, for a model that takes fewer modalities than
+    the data has (``vae``: 1, ``meme``: 2), the first ones. The choice is written into the config, so it
+    is saved with the run and the run is reproducible."""
+    from . import builtin  # noqa: F401  (models registered in their own modules)
+
     if cfg.modalities:
+        if isinstance(cfg.modalities, str):
+            cfg.modalities = [m.strip() for m in cfg.modalities.split(",") if m.strip()]
         return cfg.modalities
     entry = MODELS.get(cfg.model)
-    if entry is not None and entry.max_modalities == 1 and len(specs) > 1:
-        cfg.modalities = [next(iter(specs))]
+    if entry is not None and entry.max_modalities is not None and len(specs) > entry.max_modalities:
+        cfg.modalities = list(specs)[: entry.max_modalities]
+        import sys
+
+        print(f"note: model '{cfg.model}' takes {entry.max_modalities} modalit"
+              f"{'y' if entry.max_modalities == 1 else 'ies'}; using {', '.join(cfg.modalities)} "
+              f"(choose with --set modalities=[...])", file=sys.stderr)
         return cfg.modalities
     return None
 
