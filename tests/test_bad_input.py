@@ -46,16 +46,8 @@ def _fails_cleanly(capsys, argv: list[str], *needles: str) -> str:
     return err
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _no_pictures():
-    """The sample grid drawn at the end of a run is most of a tiny run's time and not under test here."""
-    with pytest.MonkeyPatch.context() as m:
-        m.setattr(Trainer, "_finish", lambda self: None)
-        yield
-
-
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, _no_pictures) -> Path:
+def trained(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("bad") / "run"
     assert main(["train", *SMALL, "--out", str(out)]) == 0
     return out

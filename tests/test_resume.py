@@ -15,7 +15,6 @@ import torch
 from safetensors.torch import load_file
 
 from mmvae.cli import main
-from mmvae.train.trainer import Trainer
 
 # 720 training rows of toy data, batch 32: 23 steps an epoch (the last one short), 3 epochs. Dropout-free MLPs, but every
 # step draws Monte Carlo noise, so a resume that replayed the wrong noise would not match.
@@ -54,16 +53,8 @@ def _assert_same_run(a: Path, b: Path) -> None:
         torch.load(b / "training_state.pt", weights_only=True)["progress"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _no_pictures():
-    """The sample grid drawn at the end of a run is most of a tiny run's time and not under test here."""
-    with pytest.MonkeyPatch.context() as m:
-        m.setattr(Trainer, "_finish", lambda self: None)
-        yield
-
-
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory, _no_pictures) -> Path:
+def reference(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("ref") / "run"
     assert main(_cli("--out", str(out))) == 0
     return out

@@ -73,7 +73,7 @@ def _sample(args) -> int:
 
 
 def _models(args) -> int:
-    from .models.registry import MODELS, build_model  # noqa: F401
+    from .models.registry import MODELS
     from .models import builtin  # noqa: F401
 
     for name, e in MODELS.items():

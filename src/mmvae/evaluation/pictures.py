@@ -12,24 +12,51 @@ import torch  # noqa: E402
 from ..data.dataset import ModalitySpec, MultimodalDataset  # noqa: E402
 
 
-def draw_cell(ax, spec: ModalitySpec, x: torch.Tensor) -> None:
-    """One sample of a modality: an image, a class name, words, or a line for vectors."""
+def _words(x: torch.Tensor, spec: ModalitySpec) -> str:
+    from ..data.text import sentences_from
+
+    words = sentences_from(x[None], spec)[0].split()
+    return "\n".join(" ".join(words[i:i + 3]) for i in range(0, len(words), 3))[:60]
+
+
+def draw_row(ax, spec: ModalitySpec, xs: torch.Tensor) -> None:
+    """n samples of one modality side by side in one axis (one image strip, not n subplots: a grid of
+    separate subplots costs most of a short run's time)."""
     ax.set_xticks([])
     ax.set_yticks([])
-    x = x.detach().float().cpu()
-    if spec.kind == "image" and x.dim() == 3:
-        img = x.clamp(0, 1)
-        ax.imshow(img[0] if img.shape[0] == 1 else img[:3].permute(1, 2, 0), cmap="gray", vmin=0, vmax=1)
-    elif spec.kind == "categorical":
-        ax.text(0.5, 0.5, str(int(x.argmax())), ha="center", va="center", fontsize=14)
-    elif spec.kind == "text" and spec.vocab:
-        from ..data.text import sentences_from
+    xs = xs.detach().float().cpu()
+    n = xs.shape[0]
+    if spec.kind == "image" and xs.dim() == 4:
+        img = xs.clamp(0, 1)
+        img = img[:, :1].expand(-1, 3, -1, -1) if img.shape[1] == 1 else img[:, :3]
+        pad = torch.ones(n, 3, img.shape[2], 2)
+        strip = torch.cat([img, pad], dim=3).permute(2, 0, 3, 1).reshape(img.shape[2], -1, 3)
+        ax.imshow(strip.numpy(), vmin=0, vmax=1, aspect="auto", interpolation="nearest")
+        return
+    ax.set_xlim(0, n)
+    ax.set_ylim(0, 1)
+    for c in range(n):
+        if spec.kind == "categorical":
+            ax.text(c + 0.5, 0.5, str(int(xs[c].argmax())), ha="center", va="center", fontsize=14)
+        elif spec.kind == "text" and spec.vocab:
+            ax.text(c + 0.5, 0.5, _words(xs[c], spec), ha="center", va="center", fontsize=6)
+        else:
+            v = xs[c].flatten()
+            v = (v - v.min()) / (v.max() - v.min()).clamp_min(1e-8)
+            ax.plot(c + 0.05 + 0.9 * torch.linspace(0, 1, len(v)).numpy(), 0.1 + 0.8 * v.numpy(), lw=0.8)
+        if c:
+            ax.axvline(c, color="0.8", lw=0.5)
 
-        words = sentences_from(x[None], spec)[0].split()
-        ax.text(0.5, 0.5, "\n".join(" ".join(words[i:i + 3]) for i in range(0, len(words), 3))[:60],
-                ha="center", va="center", fontsize=6)
-    else:
-        ax.plot(x.flatten().numpy(), lw=0.8)
+
+def draw_grid(rows: list[tuple[str, str, torch.Tensor]], specs: dict, path: Path, n: int, dpi: int = 80) -> Path:
+    """One row per (title, modality, samples); written atomically."""
+    width = n * 0.9 + 1.6
+    fig, axes = plt.subplots(len(rows), 1, figsize=(width, len(rows) * 0.9), squeeze=False)
+    for ax, (title, m, x) in zip(axes[:, 0], rows):
+        draw_row(ax, specs[m], x[:n])
+        ax.set_ylabel(title, rotation=0, ha="right", va="center", fontsize=8)
+    fig.subplots_adjust(left=1.5 / width, right=0.99, top=0.99, bottom=0.01, hspace=0.08)
+    return _save(fig, path, dpi=dpi)
 
 
 @torch.no_grad()
@@ -46,18 +73,7 @@ def sample_grid(model, data: MultimodalDataset, path: Path, n: int = 8) -> Path:
         rows += [(f"{s}→{t}" if s != t else f"{s} recon", t, out[t]) for t in names]
     gen = model.generate(n, names)
     rows += [(f"prior→{m}", m, gen[m]) for m in names]
-    fig, axes = plt.subplots(len(rows), n, figsize=(n * 0.9 + 1.6, len(rows) * 0.9), squeeze=False)
-    for r, (title, m, x) in enumerate(rows):
-        for c in range(n):
-            draw_cell(axes[r, c], data.specs[m], x[c])
-        axes[r, 0].set_ylabel(title, rotation=0, ha="right", va="center", fontsize=8)
-    fig.tight_layout(pad=0.2)
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=80)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return draw_grid(rows, data.specs, path, n)
 
 
 # ------------------------------------------------------------------------- evaluation pictures
@@ -88,13 +104,7 @@ def cross_generation_grid(model, data: MultimodalDataset, source: str, target: s
         except TypeError:  # a model whose translate has no sampling option
             break
         rows.append((f"{source}→{target} #{i + 1}", target, out))
-    fig, axes = plt.subplots(len(rows), n, figsize=(n * 0.9 + 1.6, len(rows) * 0.95), squeeze=False)
-    for r, (title, m, x) in enumerate(rows):
-        for c in range(n):
-            draw_cell(axes[r, c], data.specs[m], x[c])
-        axes[r, 0].set_ylabel(title, rotation=0, ha="right", va="center", fontsize=8)
-    fig.tight_layout(pad=0.2)
-    return _save(fig, path, dpi=80)
+    return draw_grid(rows, data.specs, path, n)
 
 
 def distance_histogram(d: torch.Tensor, pair: str, path: Path) -> Path:

@@ -26,14 +26,12 @@ from torch.distributions import Categorical, Distribution, Independent, MixtureS
 from ..config import Config
 from ..data.batch import Batch
 from ..data.dataset import ModalitySpec
-from ..distributions.likelihoods import make_likelihood
 from ..distributions.posteriors import expand_rows, kl_to_prior, log_density, make_posterior, standard_prior
 from ..errors import UserError
 from ..fusion.fusions import mixture_of_experts
 from ..fusion.mixture import DiagonalMixture
-from ..nets.registry import default_networks
 from ..objectives.meme import mixture_log_density, mutual_supervision_bound, unpaired_elbo
-from .multimodal import _split, modality_weights
+from .multimodal import _split, modality_modules, modality_weights
 from .registry import register_model
 
 # Weight c on log q(t|s). The paper's bound has c = 1, the authors' code c = 10; docs/models/meme.md
@@ -70,16 +68,10 @@ class MEME(nn.Module):
         self.classifier_weight = float(classifier_weight)
         self.num_pseudo = int(pseudo_samples)
         self.kl = kl
-        likelihoods, scales = dict(likelihoods or {}), dict(scales or {})
-        self.encoders, self.decoders, self.likelihoods = nn.ModuleDict(), nn.ModuleDict(), nn.ModuleDict()
-        self.pseudo = nn.ParameterDict()
-        for m, spec in self.specs.items():
-            enc, dec = default_networks(spec, self.latent_dim, hidden)
-            self.encoders[m] = (encoders or {}).get(m, enc)
-            self.decoders[m] = (decoders or {}).get(m, dec)
-            self.likelihoods[m] = make_likelihood(likelihoods.get(m, spec.likelihood), spec.shape, spec.kind,
-                                                  scales.get(m, default_scale))
-            self.pseudo[m] = nn.Parameter(torch.zeros(self.num_pseudo, *spec.shape))
+        self.encoders, self.decoders, self.likelihoods = modality_modules(
+            self.specs, self.latent_dim, hidden, likelihoods, scales, default_scale, encoders, decoders)
+        self.pseudo = nn.ParameterDict(
+            {m: nn.Parameter(torch.zeros(self.num_pseudo, *spec.shape)) for m, spec in self.specs.items()})
         self.register_buffer("pseudo_filled", torch.zeros(2, dtype=torch.long))
         self.weights = modality_weights(self.specs, weights)
 

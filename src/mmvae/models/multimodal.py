@@ -40,6 +40,25 @@ def modality_weights(specs: Mapping[str, ModalitySpec], weights) -> dict[str, fl
     raise ValueError(f"weights must be 'uniform', 'rescale' or a mapping, got {weights!r}")
 
 
+def modality_modules(specs: Mapping[str, ModalitySpec], latent_dim: int, hidden: int,
+                     likelihoods: Mapping[str, str] | None = None, scales: Mapping | None = None,
+                     default_scale: float = 0.75, encoders: Mapping[str, nn.Module] | None = None,
+                     decoders: Mapping[str, nn.Module] | None = None) -> tuple[nn.ModuleDict, nn.ModuleDict, nn.ModuleDict]:
+    """Encoder, decoder and likelihood of every modality: the user's networks where given, the default
+    network of the modality's kind otherwise, and the spec's likelihood unless overridden."""
+    likelihoods, scales = dict(likelihoods or {}), dict(scales or {})
+    encs, decs, liks = nn.ModuleDict(), nn.ModuleDict(), nn.ModuleDict()
+    for m, spec in specs.items():
+        given_enc, given_dec = (encoders or {}).get(m), (decoders or {}).get(m)
+        if given_enc is None or given_dec is None:
+            enc, dec = default_networks(spec, latent_dim, hidden)
+        encs[m] = given_enc if given_enc is not None else enc
+        decs[m] = given_dec if given_dec is not None else dec
+        liks[m] = make_likelihood(likelihoods.get(m, spec.likelihood), spec.shape, spec.kind,
+                                  scales.get(m, default_scale))
+    return encs, decs, liks
+
+
 class MultimodalVAE(nn.Module):
     """Modalities + fusion + estimator.
 
@@ -62,15 +81,8 @@ class MultimodalVAE(nn.Module):
         self.posterior_family = posterior
         self.stratified = stratified
         self.beta = float(beta)
-        likelihoods = dict(likelihoods or {})
-        scales = dict(scales or {})
-        self.encoders, self.decoders, self.likelihoods = nn.ModuleDict(), nn.ModuleDict(), nn.ModuleDict()
-        for m, spec in self.specs.items():
-            enc, dec = default_networks(spec, self.latent_dim, hidden)
-            self.encoders[m] = (encoders or {}).get(m, enc)
-            self.decoders[m] = (decoders or {}).get(m, dec)
-            self.likelihoods[m] = make_likelihood(likelihoods.get(m, spec.likelihood), spec.shape, spec.kind,
-                                                  scales.get(m, default_scale))
+        self.encoders, self.decoders, self.likelihoods = modality_modules(
+            self.specs, self.latent_dim, hidden, likelihoods, scales, default_scale, encoders, decoders)
         self.weights = modality_weights(self.specs, weights)
         self.prior_family = prior or posterior
         self.register_buffer("_prior_anchor", torch.zeros(self.latent_dim), persistent=False)
