@@ -38,9 +38,11 @@ def partial_masks(n: int, names: list[str], paired_fraction: float, observed: st
 def apply_partial_observation(data: MultimodalDataset, paired_fraction: float, observed: str,
                               seed: int) -> MultimodalDataset:
     """The training rows with the partial-observation mask combined with any mask the data already has."""
-    if paired_fraction >= 1.0:
-        return data
     names = data.modalities
+    if observed != "split" and observed not in names:   # checked even at f = 1: a typo must not pass
+        raise UserError(f"observed='{observed}' names no modality: use one of {names} or 'split'")
+    if paired_fraction == 1.0:
+        return data
     if len(names) < 2:
         raise UserError("paired_fraction < 1 needs at least two modalities")
     masks = partial_masks(len(data), names, paired_fraction, observed, seed)

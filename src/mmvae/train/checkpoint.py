@@ -17,6 +17,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from ..config import FORMAT_VERSION, Config
 from ..errors import UserError
 
 WEIGHTS = "model.safetensors"
@@ -113,3 +114,27 @@ def load_state(path: Path) -> dict:
         raise UserError(f"{path} is not an mmvae training state (missing {[k for k in STATE_KEYS if not isinstance(state, dict) or k not in state]}): "
                         f"cannot resume; start a new run")
     return state
+
+
+def default_run_dir(cfg: Config) -> Path:
+    base = Path("runs") / f"{cfg.model}-{Path(str(cfg.dataset)).stem}"
+    path, i = base, 2
+    while path.exists():
+        path, i = Path(f"{base}-{i}"), i + 1
+    return path
+
+
+def read_run_config(path: Path) -> dict:
+    path = Path(path)
+    f = path / CONFIG
+    if not path.is_dir() or not f.exists():
+        raise UserError(f"{path} is not a run folder (no {CONFIG}): give the folder that `mmvae train` wrote")
+    try:
+        saved = json.loads(f.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{f} is corrupt ({e}): the run folder cannot be used") from None
+    if not isinstance(saved, dict) or saved.get("format_version") != FORMAT_VERSION:
+        version = saved.get("format_version") if isinstance(saved, dict) else None
+        raise UserError(f"{path} was written by an incompatible mmvae (format {version}, "
+                        f"this version reads {FORMAT_VERSION}): retrain it with this version")
+    return saved

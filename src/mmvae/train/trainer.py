@@ -37,49 +37,15 @@ from ..errors import UserError
 from ..data.select import select_modalities
 from ..models.registry import build_model, modalities_for
 from . import distributed
-from .checkpoint import (BEST, CONFIG, METRICS, STATE, WEIGHTS, atomic_write, load_state, load_weights,
-                         remove_stale_temporaries, save_state, save_weights, write_json)
+from .checkpoint import (BEST, CONFIG, METRICS, STATE, WEIGHTS, atomic_write, default_run_dir, load_state,
+                         load_weights, read_run_config, remove_stale_temporaries, save_state, save_weights,
+                         write_json)
 from .data_checks import check_training_data
+from .options import AMP_DTYPES, check_run_options, pick_device
 from .schedule import kl_weight
-
-AMP_DTYPES = {"off": None, "bf16": torch.bfloat16}
-
 
 class TrainingDiverged(RuntimeError):
     """Non-finite loss or gradients persisted after the allowed rollbacks."""
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda was asked for but no CUDA device is available: use --device cpu or auto")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise UserError(f"unknown device '{name}': use auto, cpu or cuda") from None
-
-
-def default_run_dir(cfg: Config) -> Path:
-    base = Path("runs") / f"{cfg.model}-{Path(str(cfg.dataset)).stem}"
-    path, i = base, 2
-    while path.exists():
-        path, i = Path(f"{base}-{i}"), i + 1
-    return path
-
-
-def check_run_options(cfg: Config) -> None:
-    """The trainer's own options, checked before anything is built."""
-    if str(cfg.amp).lower() not in AMP_DTYPES:
-        raise UserError(f"amp={cfg.amp!r} is unknown: use off or bf16")
-    if not isinstance(cfg.compile, bool):
-        raise UserError(f"compile={cfg.compile!r}: use true or false")
-    if int(cfg.grad_accum) < 1:
-        raise UserError(f"grad_accum must be at least 1, got {cfg.grad_accum}")
-    if int(cfg.max_rollbacks) < 0:
-        raise UserError(f"max_rollbacks must be >= 0, got {cfg.max_rollbacks}")
-    if int(cfg.max_steps) < 0 or not float(cfg.time_limit) >= 0:
-        raise UserError(f"max_steps and time_limit must be >= 0 (0: no limit), got {cfg.max_steps}, {cfg.time_limit}")
 
 
 @dataclass
@@ -509,22 +475,6 @@ def _to_cpu(obj):
 def train(cfg: Config, splits: DatasetSplits | None = None, resume: bool = False, **kwargs) -> Path:
     """Train and return the run folder."""
     return Trainer(cfg, splits=splits, resume=resume, **kwargs).fit()
-
-
-def read_run_config(path: Path) -> dict:
-    path = Path(path)
-    f = path / CONFIG
-    if not path.is_dir() or not f.exists():
-        raise UserError(f"{path} is not a run folder (no {CONFIG}): give the folder that `mmvae train` wrote")
-    try:
-        saved = json.loads(f.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"{f} is corrupt ({e}): the run folder cannot be used") from None
-    if not isinstance(saved, dict) or saved.get("format_version") != FORMAT_VERSION:
-        version = saved.get("format_version") if isinstance(saved, dict) else None
-        raise UserError(f"{path} was written by an incompatible mmvae (format {version}, "
-                        f"this version reads {FORMAT_VERSION}): retrain it with this version")
-    return saved
 
 
 def _version() -> str:
