@@ -16,7 +16,7 @@ from mmvae.cli import main
 from mmvae.data.dataset import ModalitySpec, MultimodalDataset, one_hot
 from mmvae.data.toy import toy_bimodal
 from mmvae.evaluation.evaluate import evaluate_model, Options
-from mmvae.evaluation.likelihood import log_likelihoods, summarise
+from mmvae.evaluation.likelihood import conditional_log_likelihood, log_likelihoods, summarise
 from mmvae.evaluation.relatedness import w2_diagonal, w2_matrix
 from mmvae.fusion.fusions import mixture_of_experts, product_of_experts
 from mmvae.models.multimodal import MultimodalVAE
@@ -120,6 +120,29 @@ def test_joint_and_conditional_with_a_mixture_proposal():
     truth = float((exact.log_prob(x) - marginal_b.log_prob(data.data["b"])).mean())
     assert abs(summary["conditional"]["a|b"] - truth) < 0.03
     assert summary["weighted"] is False and summary["k"] == 4000
+
+
+def test_conditional_given_any_subset_matches_the_exact_gaussian():
+    """Three modalities: log p(a | b, c) and log p(a, b | c) against the exact Gaussian conditionals, and
+    the report's "given the rest" entries equal joint − log p(rest)."""
+    model, exact, specs = linear_gaussian(["a", "b", "c"], fusion=mixture_of_experts)
+    data = sample_rows(exact, specs, 20)
+    x = torch.cat([data.data[m] for m in ("a", "b", "c")], 1)
+
+    def marginal(idx):
+        return MultivariateNormal(exact.loc[idx], exact.covariance_matrix[idx][:, idx]).log_prob(x[:, idx])
+
+    a, b, c = list(range(0, 3)), list(range(3, 6)), list(range(6, 9))
+    got = conditional_log_likelihood(model, data, ["a"], ["b", "c"], k=4000)
+    assert (got - (exact.log_prob(x) - marginal(b + c))).mean().abs() < 0.05
+    got = conditional_log_likelihood(model, data, ["a", "b"], ["c"], k=4000)
+    assert (got - (exact.log_prob(x) - marginal(c))).mean().abs() < 0.05
+    per_row = log_likelihoods(model, data, k=50)
+    summary = summarise(per_row, ["a", "b", "c"], 50)
+    want = float((per_row["a+b+c"] - per_row["b+c"]).mean())
+    assert summary["conditional_given_rest"]["a|b+c"] == pytest.approx(want)
+    with pytest.raises(ValueError):
+        conditional_log_likelihood(model, data, ["a"], ["a", "b"], k=10)
 
 
 def test_estimate_does_not_depend_on_chunking():

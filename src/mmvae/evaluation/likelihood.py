@@ -121,6 +121,8 @@ def likelihood_subsets(modalities: list[str]) -> list[tuple[str, ...]]:
     subsets = [(m,) for m in modalities]
     if len(modalities) > 2:
         subsets += list(combinations(modalities, 2))
+    if len(modalities) > 3:   # log p(rest), for log p(x_m | all other modalities)
+        subsets += list(combinations(modalities, len(modalities) - 1))
     if len(modalities) > 1:
         subsets.append(tuple(modalities))
     return subsets
@@ -135,8 +137,9 @@ def default_sample_chunk(data: MultimodalDataset, k: int, row_chunk: int, budget
 
 @torch.no_grad()
 def log_likelihoods(model, data: MultimodalDataset, k: int = 1000, row_chunk: int = 16,
-                    sample_chunk: int | None = None, seed: int = 0, device=None) -> dict[str, Tensor]:
-    """log p(x_S) per row for every subset S of :func:`likelihood_subsets`, keyed "a", "a+b", ...
+                    sample_chunk: int | None = None, seed: int = 0, device=None,
+                    subsets: list[tuple[str, ...]] | None = None) -> dict[str, Tensor]:
+    """log p(x_S) per row for every subset S (default: :func:`likelihood_subsets`), keyed "a", "a+b", ...
 
     Rows that do not observe all of S get NaN (they are left out of the means)."""
     if k < 1:
@@ -144,7 +147,7 @@ def log_likelihoods(model, data: MultimodalDataset, k: int = 1000, row_chunk: in
     device = device or next(model.parameters()).device
     chunk = sample_chunk or default_sample_chunk(data, k, row_chunk)
     out: dict[str, Tensor] = {}
-    for subset in likelihood_subsets(data.modalities):
+    for subset in subsets or likelihood_subsets(data.modalities):
         observed = torch.stack([data.mask[m] for m in subset]).all(0)
         values = torch.full((len(data),), math.nan, dtype=torch.float64)
         ids = torch.nonzero(observed).squeeze(1)
@@ -174,4 +177,26 @@ def summarise(per_row: dict[str, Tensor], modalities: list[str], k: int) -> dict
                                  for a in modalities for b in modalities if a != b}
         if len(modalities) > 2:
             result["pairs"] = {"+".join(s): mean(per_row["+".join(s)]) for s in combinations(modalities, 2)}
+            joint = per_row["+".join(modalities)]
+            result["conditional_given_rest"] = {
+                f"{m}|{'+'.join(r for r in modalities if r != m)}":
+                    mean(joint - per_row["+".join(r for r in modalities if r != m)]) for m in modalities}
     return result
+
+
+@torch.no_grad()
+def conditional_log_likelihood(model, data: MultimodalDataset, targets: Sequence[str], given: Sequence[str],
+                               k: int = 1000, seed: int = 0, **kwargs) -> Tensor:
+    """log p(x_T | x_G) per row for any disjoint non-empty sets of modalities T and G:
+    log p(x_T, x_G) − log p(x_G), each by importance sampling with the fused posterior of its subset
+    (the conditional likelihoods users asked MultiVae for). Rows missing any of T ∪ G get NaN."""
+    targets, given = list(targets), list(given)
+    unknown = [m for m in targets + given if m not in data.specs]
+    if unknown or not targets or not given or set(targets) & set(given):
+        raise ValueError(f"targets {targets} and given {given} must be disjoint, non-empty sets of the "
+                         f"modalities {data.modalities}")
+    order = data.modalities
+    union = tuple(m for m in order if m in targets or m in given)
+    cond = tuple(m for m in order if m in given)
+    per = log_likelihoods(model, data, k=k, seed=seed, subsets=[union, cond], **kwargs)
+    return per["+".join(union)] - per["+".join(cond)]

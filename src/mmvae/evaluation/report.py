@@ -97,6 +97,7 @@ def write_report(record: dict, path: Path) -> Path:
             rows.append(("log p(all)", ll["joint"]))
         rows += [(f"log p({k})", v) for k, v in ll.get("pairs", {}).items()]
         rows += [(f"log p({k})", v) for k, v in ll.get("conditional", {}).items()]
+        rows += [(f"log p({k})", v) for k, v in ll.get("conditional_given_rest", {}).items()]
         lines += _md_table(("quantity", "nats"), rows)
     rel = record.get("relatedness")
     if rel:
