@@ -63,12 +63,19 @@ def subset_masks(names: list[str], subsets: list[tuple[str, ...]], device=None) 
     return torch.tensor([[m in s for m in names] for s in subsets], dtype=torch.bool, device=device)
 
 
+def subset_products(experts, masks, subsets: list[tuple[str, ...]], prior_expert: bool):
+    """The product of experts of every subset at once: loc, scale (S, B, D), and (S, B) whether each
+    row observes all of a subset's members. Only those rows may use a subset's product (callers weight
+    the others by zero; their products of placeholder experts are finite and never scored)."""
+    names, locs, scales, obs = _stack(experts, masks)
+    member = subset_masks(names, subsets, locs.device)                   # (S, M)
+    loc, scale = poe_params(locs, scales, member.unsqueeze(-1).expand(-1, -1, obs.shape[1]), prior_expert)
+    usable = (~member.unsqueeze(-1) | obs.unsqueeze(0)).all(1).to(locs.dtype)
+    return loc, scale, usable
+
+
 @register_fusion("mopoe")
 def mixture_of_products(experts, masks) -> DiagonalMixture:
     require_normal(experts, "the mixture of products of experts")
-    names, locs, scales, obs = _stack(experts, masks)
-    member = subset_masks(names, nonempty_subsets(names), locs.device)  # (S, M)
-    loc, scale = poe_params(locs, scales, member.unsqueeze(-1).expand(-1, -1, obs.shape[1]), prior_expert=False)
-    # A subset is usable in a row when the row observes all of its members.
-    usable = (~member.unsqueeze(-1) | obs.unsqueeze(0)).all(1).to(locs.dtype)  # (S, B)
+    loc, scale, usable = subset_products(experts, masks, nonempty_subsets(list(experts)), prior_expert=False)
     return DiagonalMixture(Normal, loc, scale, usable / usable.sum(0).clamp_min(1.0))

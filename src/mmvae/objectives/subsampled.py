@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import torch
 
-from ..fusion.fusions import nonempty_subsets, subset_masks
+from ..fusion.fusions import nonempty_subsets, subset_products
 from ..fusion.mixture import DiagonalMixture
-from ..fusion.poe import poe_params, require_normal
+from ..fusion.poe import require_normal
 from .estimators import Estimator, Strata
 
 
@@ -36,13 +36,7 @@ class SubsampledObjective:
     def __call__(self, model, batch, beta: float):
         experts = model.encode_experts(batch)
         require_normal(experts, "MVAE's product of experts")
-        names = list(experts)
-        subsets = training_subsets(names, self.k)
-        locs = torch.stack([experts[m].loc for m in names])
-        scales = torch.stack([experts[m].scale for m in names])
-        obs = torch.stack([batch.mask[m] for m in names])                    # (M, B)
-        member = subset_masks(names, subsets, locs.device)                   # (S, M)
-        loc, scale = poe_params(locs, scales, member.unsqueeze(-1) & obs, prior_expert=True)
-        usable = (~member.unsqueeze(-1) | obs.unsqueeze(0)).all(1).to(loc.dtype)   # (S, B)
+        subsets = training_subsets(list(experts), self.k)
+        loc, scale, usable = subset_products(experts, batch.mask, subsets, prior_expert=True)
         post = DiagonalMixture(type(next(iter(experts.values()))), loc, scale, usable)
         return self.inner(model, batch, beta, post, Strata(independent=True, weight=usable, members=subsets))
