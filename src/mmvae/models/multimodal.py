@@ -149,10 +149,14 @@ class MultimodalVAE(nn.Module):
                 total = total.index_add(0, torch.tensor(strata, device=z.device), lp)
         return total
 
-    def loss(self, batch: Batch, beta: float | None = None) -> tuple[Tensor, dict]:
+    def loss(self, batch: Batch, beta: float | None = None, noise=None) -> tuple[Tensor, dict]:
         """The training loss. ``beta`` is the KL weight of this step; None means the configured final
-        weight (never 0 by omission: a forgotten warm-up argument must not switch the KL off)."""
-        return self.objective(self, batch, self.beta if beta is None else float(beta))
+        weight (never 0 by omission: a forgotten warm-up argument must not switch the KL off).
+        ``noise`` (``distributions/noise.py``) fixes the random draws; None draws from torch's generator."""
+        beta = self.beta if beta is None else float(beta)
+        if noise is None:
+            return self.objective(self, batch, beta)
+        return self.objective(self, batch, beta, noise=noise)
 
     # ------------------------------------------------------------------------------------ user API
     @torch.no_grad()

@@ -88,7 +88,7 @@ register_model("mvae", "Wu & Goodman 2018, Multimodal Generative Models for Scal
                dict(objective="elbo", kl="analytic", posterior="normal", weights="rescale", warmup=2.0),
                min_modalities=2)(fusion_model("poe", stratified=False, subsample=True))
 register_model("mmvae", "Shi, Siddharth, Paige & Torr 2019, Variational Mixture-of-Experts Autoencoders",
-               "mixture of experts; stratified objective elbo | iwae | dreg; Laplace posteriors by default",
+               "mixture of experts; stratified objective elbo | iwae | dreg | dreg-authors; Laplace posteriors by default",
                dict(objective="elbo", kl="mc", posterior="laplace", weights="rescale"),
                min_modalities=2)(fusion_model("moe", stratified=True))
 register_model("mopoe", "Sutter, Daunhawer & Vogt 2021, Generalized Multimodal ELBO",
