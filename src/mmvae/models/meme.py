@@ -290,6 +290,10 @@ class MEME(nn.Module):
 
 
 def build_meme(specs: dict, cfg: Config, encoders: dict | None = None, decoders: dict | None = None) -> MEME:
+    if cfg.prior not in (None, "standard"):
+        raise UserError(f"meme: --set prior={cfg.prior} does not apply: MEME has no fixed prior to learn (a paired "
+                        f"row's prior is the other modality's encoder, a single-modality row's the mixture over "
+                        f"learned pseudo-samples, eq. 4); leave prior unset and tune --set pseudo_samples=N")
     opts = dict(cfg.extra)
     try:
         pseudo = int(opts.get("pseudo_samples", PSEUDO_SAMPLES))
