@@ -67,7 +67,7 @@ def test_every_preset_resolves_and_builds(name):
 def test_presets_pin_the_published_values():
     mmvae = apply_preset(Config(), "mmvae-mnist-svhn")
     assert (mmvae.objective, mmvae.k, mmvae.posterior, mmvae.latent_dim, mmvae.batch_size, mmvae.epochs,
-            mmvae.amsgrad, mmvae.default_scale, mmvae.weights) == ("dreg", 30, "laplace", 20, 128, 30, True, 0.75,
+            mmvae.amsgrad, mmvae.default_scale, mmvae.weights) == ("dreg-authors", 30, "laplace", 20, 128, 30, True, 0.75,
                                                                    "rescale")
     assert (mmvae.prior if HAS_PRIOR_FIELD else mmvae.extra["prior"]) == "learned"
     mvae = apply_preset(Config(), "mvae-mnist-label")
@@ -76,7 +76,8 @@ def test_presets_pin_the_published_values():
     mopoe = apply_preset(Config(), "mopoe-polymnist")
     assert (mopoe.latent_dim, mopoe.lr, mopoe.batch_size, mopoe.beta, mopoe.epochs) == (512, 5e-4, 256, 2.5, 300)
     meme = apply_preset(Config(), "meme-mnist-svhn")
-    assert meme.data["dm"] == 1 and meme.extra == {"classifier_weight": 10.0, "pseudo_samples": 128}
+    assert meme.data["dm"] == 1 and meme.extra == {"classifier_weight": 10.0, "pseudo_samples": 128,
+                                                   "direction_weight": "sum"}
 
 
 def test_mvae_preset_networks_are_the_official_swish_mlps():

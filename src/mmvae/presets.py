@@ -39,10 +39,10 @@ def register_preset(preset: Preset) -> Preset:
 register_preset(Preset(
     "mmvae-mnist-svhn", "Shi, Siddharth, Paige & Torr 2019 (MMVAE), MNIST-SVHN", "iffsid/mmvae",
     "Laplace prior/posterior/likelihood, learned prior scale, decoder scale 0.75, MNIST likelihood x 3072/784, "
-    "DReG K=30 (looser), Adam 1e-3 amsgrad, latent 20, batch 128, 30 epochs, dm=30 pairs",
+    "the authors' DReG K=30 (looser; dreg-authors), Adam 1e-3 amsgrad, latent 20, batch 128, 30 epochs, dm=30 pairs",
     dict(model="mmvae", dataset="mnist-svhn", data=dict(dm=30, max_d=10_000),
          epochs=30, batch_size=128, lr=1e-3, amsgrad=True, latent_dim=20, val_fraction=0.0,
-         objective="dreg", k=30, kl="mc", beta=1.0, warmup=0.0, posterior="laplace", prior="learned",
+         objective="dreg-authors", k=30, kl="mc", beta=1.0, warmup=0.0, posterior="laplace", prior="learned",
          likelihood=dict(mnist="laplace", svhn="laplace"), scale={}, default_scale=0.75, weights="rescale",
          network=dict(mnist="mnist-mlp")),
 ))
@@ -68,12 +68,13 @@ register_preset(Preset(
 register_preset(Preset(
     "meme-mnist-svhn", "Joy, Shi, Torr, Rainforth, Schmon & Siddharth 2022 (MEME), MNIST-SVHN", "thwjoy/meme",
     "one-to-one pairs (dm=1), Gaussian posteriors, Laplace likelihood scale 1.0, classifier weight 10, "
-    "K=10, 128 pseudo-samples, latent 64, Adam 5e-4, batch 128, 500 epochs; vary paired_fraction for Tables 3/4",
+    "K=10, 128 pseudo-samples, directions summed, latent 64, Adam 5e-4, batch 128, 500 epochs; vary "
+    "paired_fraction for Tables 3/4",
     dict(model="meme", dataset="mnist-svhn", data=dict(dm=1, max_d=10_000),
          epochs=500, batch_size=128, lr=5e-4, amsgrad=False, latent_dim=64, val_fraction=0.0,
          objective="meme", k=10, kl="analytic", beta=1.0, warmup=0.0, posterior="normal",
          likelihood=dict(mnist="laplace", svhn="laplace"), scale={}, default_scale=1.0, weights="uniform",
-         network=dict(mnist="mnist-mlp"), classifier_weight=10.0, pseudo_samples=128),
+         network=dict(mnist="mnist-mlp"), classifier_weight=10.0, pseudo_samples=128, direction_weight="sum"),
 ))
 register_preset(Preset(
     "meme-cub", "Joy, Shi, Torr, Rainforth, Schmon & Siddharth 2022 (MEME), CUB image features + captions",
@@ -84,7 +85,7 @@ register_preset(Preset(
          epochs=500, batch_size=128, lr=5e-4, amsgrad=False, latent_dim=64, val_fraction=0.0,
          objective="meme", k=10, kl="analytic", beta=1.0, warmup=0.0, posterior="normal",
          likelihood=dict(image="laplace", text="categorical"), scale={}, default_scale=1.0, weights="uniform",
-         classifier_weight=10.0, pseudo_samples=128),
+         classifier_weight=10.0, pseudo_samples=128, direction_weight="sum"),
 ))
 
 
