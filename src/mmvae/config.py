@@ -54,6 +54,7 @@ class Config:
     device: str = "auto"
     amp: str = "off"                                          # off | bf16 (autocast of the forward pass)
     compile: bool = False                                     # torch.compile the loss computation
+    vectorise: Any = "auto"                                   # auto (CUDA only) | true | false: stacked experts
     grad_accum: int = 1                                       # micro-batches per step (per rank under torchrun)
     out: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)       # model-specific options (e.g. MEME's)

@@ -19,6 +19,7 @@ from ..distributions.posteriors import make_posterior
 from ..distributions.prior import Prior
 from ..fusion.mixture import DiagonalMixture
 from ..nets.registry import default_networks
+from ..nets.stacked import ExpertGroups, enabled, parse_vectorise, run_group
 
 
 def modality_weights(specs: Mapping[str, ModalitySpec], weights) -> dict[str, float]:
@@ -67,6 +68,8 @@ class MultimodalVAE(nn.Module):
     ``stratified``: the estimator draws K samples from every mixture component (MMVAE) rather than K
     from the mixture (MoPoE). ``prior``: ``standard`` (None), ``learned`` or ``learned-loc-scale``
     (``distributions/prior.py``); ``prior_family``: normal or laplace (default: the posterior's).
+    ``vectorise``: ``auto`` (CUDA only), True or False: run the encoders (decoders) of modalities with
+    identically shaped networks as one batched call (``nets/stacked.py``); the same values either way.
     """
 
     def __init__(self, specs: Mapping[str, ModalitySpec], latent_dim: int, fusion: Callable,
@@ -75,9 +78,11 @@ class MultimodalVAE(nn.Module):
                  likelihoods: Mapping[str, str] | None = None, scales: Mapping | None = None,
                  default_scale: float = 0.75, weights=None, hidden: int = 512, stratified: bool = False,
                  beta: float = 1.0, encoders: Mapping[str, nn.Module] | None = None,
-                 decoders: Mapping[str, nn.Module] | None = None):
+                 decoders: Mapping[str, nn.Module] | None = None, vectorise="auto"):
         super().__init__()
         self.specs = dict(specs)
+        self.vectorise = parse_vectorise(vectorise)
+        self._encoder_groups, self._decoder_groups = ExpertGroups(), ExpertGroups()
         self.latent_dim = int(latent_dim)
         self.fusion = fusion
         self.objective = objective
@@ -107,21 +112,49 @@ class MultimodalVAE(nn.Module):
 
     def encode_experts(self, batch: Batch) -> dict[str, Distribution]:
         """q(z | x_m) for every modality of the batch; rows where m is missing are never encoded (their
-        parameters are placeholders that the fusion weights by zero)."""
+        parameters are placeholders that the fusion weights by zero). With vectorised experts, a group
+        of identically shaped encoders runs as one call on all rows (missing rows read zeros and get
+        the same placeholders)."""
+        names = list(batch.data)
+        params: dict[str, tuple[Tensor, Tensor]] = {}
+        if len(names) > 1 and enabled(self.vectorise, batch.data[names[0]].device):
+            for group in self._encoder_groups.of(self.encoders, names):
+                params.update(self._encode_group(batch, group))
         experts = {}
-        for m in batch.data:
-            x, mask = batch.data[m], batch.mask[m]
-            if bool(mask.all()):
-                loc, raw = _split(self.encoders[m](x), self.latent_dim)
-            else:
-                idx = torch.nonzero(mask).squeeze(1)
-                loc = x.new_zeros(x.shape[0], self.latent_dim)
-                raw = x.new_zeros(x.shape[0], self.latent_dim)
-                if idx.numel():
-                    lo, ro = _split(self.encoders[m](x[idx]), self.latent_dim)
-                    loc, raw = loc.index_copy(0, idx, lo), raw.index_copy(0, idx, ro)
+        for m in names:
+            loc, raw = params[m] if m in params else self._encode_one(batch, m)
             experts[m] = make_posterior(self.posterior_family, loc, raw)
         return experts
+
+    def _encode_one(self, batch: Batch, m: str) -> tuple[Tensor, Tensor]:
+        x, mask = batch.data[m], batch.mask[m]
+        if bool(mask.all()):
+            return _split(self.encoders[m](x), self.latent_dim)
+        idx = torch.nonzero(mask).squeeze(1)
+        loc = x.new_zeros(x.shape[0], self.latent_dim)
+        raw = x.new_zeros(x.shape[0], self.latent_dim)
+        if idx.numel():
+            lo, ro = _split(self.encoders[m](x[idx]), self.latent_dim)
+            loc, raw = loc.index_copy(0, idx, lo), raw.index_copy(0, idx, ro)
+        return loc, raw
+
+    def _encode_group(self, batch: Batch, group: list[str]) -> dict[str, tuple[Tensor, Tensor]]:
+        """Loc and raw scale of a group of identically shaped encoders, one stacked call (nothing when
+        the group is a single modality or cannot be stacked)."""
+        complete = {m: bool(batch.mask[m].all()) for m in group}
+        xs = [batch.data[m] if complete[m] else _zero_missing(batch.data[m], batch.mask[m]) for m in group]
+        out = run_group(self._encoder_groups, self.encoders, group, [torch.stack(xs)], [False])
+        if out is None:
+            return {}
+        loc, raw = _split(out, self.latent_dim)                              # (G, B, D) each
+        result = {}
+        for g, m in enumerate(group):
+            lo, ro = loc[g], raw[g]
+            if not complete[m]:
+                keep = batch.mask[m].unsqueeze(-1)
+                lo, ro = torch.where(keep, lo, torch.zeros_like(lo)), torch.where(keep, ro, torch.zeros_like(ro))
+            result[m] = (lo, ro)
+        return result
 
     def posterior(self, batch: Batch) -> DiagonalMixture:
         """The fused posterior q(z | observed modalities), row by row."""
@@ -136,27 +169,53 @@ class MultimodalVAE(nn.Module):
     def reconstruction(self, z: Tensor, batch: Batch, members: list[tuple[str, ...]] | None = None) -> Tensor:
         """sum_m λ_m log p(x_m | z) over the modalities each row observes: z (G, K, B, D) -> (G, K, B).
 
-        Each decoder is called once, on the strata that score its modality (``members``)."""
+        Each decoder is called once, on the strata that score its modality (``members``); with
+        vectorised experts, identically shaped decoders reading the same strata run as one call."""
         total = z.new_zeros(z.shape[:-1])
-        for m, x in batch.data.items():
-            mask = batch.mask[m]
+        inputs: dict[str, tuple[Tensor, list[int] | None]] = {}
+        for m in batch.data:
             strata = None if members is None else [g for g, s in enumerate(members) if m in s]
             if strata is not None and not strata:
                 continue
-            zm = z if strata is None or len(strata) == z.shape[0] else z[strata]
-            out = self.decode_params(m, zm)
+            inputs[m] = (z if strata is None or len(strata) == z.shape[0] else z[strata],
+                         None if strata is None or len(strata) == z.shape[0] else strata)
+        outs = self._decode_groups(inputs) if len(inputs) > 1 else {}
+        for m, (zm, strata) in inputs.items():
+            x, mask = batch.data[m], batch.mask[m]
+            out = outs[m] if m in outs else self.decode_params(m, zm)
             complete = bool(mask.all())
-            xm = x if complete else torch.where(mask.view(-1, *([1] * (x.dim() - 1))), x, torch.zeros_like(x))
+            xm = x if complete else _zero_missing(x, mask)
             lp = self.likelihoods[m].log_prob(out, xm)                      # (G', K, B)
             if not complete:
                 lp = lp * mask
             if self.weights[m] != 1.0:
                 lp = self.weights[m] * lp
-            if zm is z:
+            if strata is None:
                 total = total + lp
             else:
                 total = total.index_add(0, torch.tensor(strata, device=z.device), lp)
         return total
+
+    def _decode_groups(self, inputs: dict[str, tuple[Tensor, list[int] | None]]) -> dict[str, Tensor]:
+        """Decoder outputs of the vectorised groups: decoders of one architecture whose inputs have one
+        shape run as one stacked call (one shared input when they all read the same z)."""
+        first = next(iter(inputs.values()))[0]
+        if not enabled(self.vectorise, first.device) or type(self).decode_params is not MultimodalVAE.decode_params:
+            return {}   # a subclass that feeds its decoders its own way (fmmvae) keeps its loop
+        outs = {}
+        for group in self._decoder_groups.of(self.decoders, list(inputs)):
+            zs = [inputs[m][0] for m in group]
+            if len(group) < 2 or any(zq.shape != zs[0].shape for zq in zs):
+                continue
+            shared = all(zq is zs[0] for zq in zs)
+            flat = [zq.reshape(-1, self.latent_dim) for zq in (zs[:1] if shared else zs)]
+            out = run_group(self._decoder_groups, self.decoders, group,
+                            [flat[0] if shared else torch.stack(flat)], [shared])
+            if out is None:
+                continue
+            for g, m in enumerate(group):
+                outs[m] = out[g].reshape(*zs[g].shape[:-1], *out.shape[2:])
+        return outs
 
     def loss(self, batch: Batch, beta: float | None = None, noise=None) -> tuple[Tensor, dict]:
         """The training loss. ``beta`` is the KL weight of this step; None means the configured final
@@ -200,6 +259,11 @@ class MultimodalVAE(nn.Module):
         """Unconditional samples: z ~ p(z), decoded by every decoder (joint generation)."""
         z = self.prior.sample((n,))
         return self.decode(z, modalities)
+
+
+def _zero_missing(x: Tensor, mask: Tensor) -> Tensor:
+    """x with the rows where the modality is missing set to 0 (they may hold NaN)."""
+    return torch.where(mask.view(-1, *([1] * (x.dim() - 1))), x, torch.zeros_like(x))
 
 
 def _split(out, latent_dim: int) -> tuple[Tensor, Tensor]:

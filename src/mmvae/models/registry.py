@@ -75,7 +75,7 @@ def fusion_model(fusion: str, stratified: bool, subsample: bool = False, **fusio
             return MultimodalVAE(specs, cfg.latent_dim, fuse, objective, posterior=cfg.posterior, prior=cfg.prior,
                                  likelihoods=cfg.likelihood, scales=cfg.scale, default_scale=cfg.default_scale,
                                  weights=cfg.weights, hidden=cfg.hidden, stratified=stratified, beta=cfg.beta,
-                                 encoders=encoders, decoders=decoders)
+                                 encoders=encoders, decoders=decoders, vectorise=cfg.vectorise)
         except ValueError as e:
             raise UserError(str(e)) from None
 
