@@ -128,6 +128,10 @@ class MultimodalVAE(nn.Module):
 
     def _encode_one(self, batch: Batch, m: str) -> tuple[Tensor, Tensor]:
         x, mask = batch.data[m], batch.mask[m]
+        if _compiling():   # no data-dependent branch (a graph break): encode every row, zero the missing
+            loc, raw = _split(self.encoders[m](_zero_missing(x, mask)), self.latent_dim)
+            keep = mask.unsqueeze(-1)
+            return torch.where(keep, loc, torch.zeros_like(loc)), torch.where(keep, raw, torch.zeros_like(raw))
         if bool(mask.all()):
             return _split(self.encoders[m](x), self.latent_dim)
         idx = torch.nonzero(mask).squeeze(1)
@@ -141,7 +145,7 @@ class MultimodalVAE(nn.Module):
     def _encode_group(self, batch: Batch, group: list[str]) -> dict[str, tuple[Tensor, Tensor]]:
         """Loc and raw scale of a group of identically shaped encoders, one stacked call (nothing when
         the group is a single modality or cannot be stacked)."""
-        complete = {m: bool(batch.mask[m].all()) for m in group}
+        complete = {m: not _compiling() and bool(batch.mask[m].all()) for m in group}
         xs = [batch.data[m] if complete[m] else _zero_missing(batch.data[m], batch.mask[m]) for m in group]
         out = run_group(self._encoder_groups, self.encoders, group, [torch.stack(xs)], [False])
         if out is None:
@@ -183,7 +187,7 @@ class MultimodalVAE(nn.Module):
         for m, (zm, strata) in inputs.items():
             x, mask = batch.data[m], batch.mask[m]
             out = outs[m] if m in outs else self.decode_params(m, zm)
-            complete = bool(mask.all())
+            complete = not _compiling() and bool(mask.all())
             xm = x if complete else _zero_missing(x, mask)
             lp = self.likelihoods[m].log_prob(out, xm)                      # (G', K, B)
             if not complete:
@@ -259,6 +263,11 @@ class MultimodalVAE(nn.Module):
         """Unconditional samples: z ~ p(z), decoded by every decoder (joint generation)."""
         z = self.prior.sample((n,))
         return self.decode(z, modalities)
+
+
+def _compiling() -> bool:
+    """Under torch.compile masks are applied arithmetically: a branch on mask.all() would break the graph."""
+    return torch.compiler.is_compiling()
 
 
 def _zero_missing(x: Tensor, mask: Tensor) -> Tensor:
