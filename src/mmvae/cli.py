@@ -18,13 +18,15 @@ several GPUs or nodes: torchrun --nproc_per_node N -m mmvae train ...  (docs/dis
 
 
 def _train(args) -> int:
-    from .train.trainer import read_run_config, train
+    from .train.trainer import train
 
     cfg = Config()
     if args.resume and args.out:
-        # Continue with the run's own settings (epochs, device, amp...) unless given again; the slice
-        # limits --max-steps / --time-limit belong to one invocation and start unset.
-        cfg = Config.from_dict(read_run_config(Path(args.out))["config"])
+        # Continue with the run's own settings unless given again (safe ones only: train/resume.py);
+        # the slice limits --max-steps / --time-limit belong to one invocation and start unset.
+        from .runs import read_run
+
+        cfg = Config.from_dict(read_run(Path(args.out))["config"])
         cfg.max_steps, cfg.time_limit = 0, 0.0
     for key in ("model", "dataset", "epochs", "batch_size", "lr", "latent_dim", "seed", "out", "device",
                 "max_steps", "time_limit"):
@@ -67,7 +69,11 @@ def _sample(args) -> int:
     out = Path(args.out) if args.out else run.path / "samples.png"
     if not out.parent.is_dir():
         raise UserError(f"cannot write {out}: folder {out.parent} does not exist")
-    sample_grid(run.model, run.dataset().test, out, n=args.n)
+    test = run.dataset().test
+    try:
+        sample_grid(run.model, test, out, n=args.n)
+    except OSError as e:
+        raise UserError(f"cannot write {out} ({e.strerror}): give --out FILE.png in a writable folder") from None
     print(out)
     return 0
 
