@@ -117,7 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop (resumably) after this many seconds of training in this invocation")
     t.add_argument("--data-dir", dest="data_dir", metavar="DIR",
                    help="folder with the dataset's files (DIR/<dataset>/ or DIR), used as is: no download")
-    t.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
+    t.add_argument("--resume", action="store_true",
+                   help="continue the run in --out exactly where it stopped; --lr, --epochs, --max-steps, "
+                        "--time-limit and training-only --set keys may change (recorded in metrics.jsonl)")
     t.add_argument("--set", action="append", metavar="KEY=VALUE", help="any other option (repeatable)")
     t.set_defaults(func=_train)
     s = sub.add_parser("sample", help="draw the sample grid of a trained run")

@@ -32,7 +32,7 @@ IGNORED = ("out",)
 
 def _flat(name: str, value) -> dict[str, object]:
     if isinstance(value, dict):
-        return {f"{name}.{k}": v for k, v in value.items()} or {name: {}}
+        return {f"{name}.{k}": v for k, v in value.items()}
     return {name: value}
 
 
