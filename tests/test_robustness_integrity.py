@@ -123,23 +123,30 @@ def test_a_manifest_left_accepting_two_versions_still_rejects_a_third(tmp_path):
         verify(folder / "a")
 
 
+def _lines(path: Path) -> int:
+    return path.read_bytes().count(b"\n") if path.exists() else 0
+
+
 def test_sigkill_during_training_never_reports_damage(tmp_path):
-    """Kill a run (a checkpoint every 2 steps) at several random moments, resuming each time: no
+    """Kill a run (a checkpoint every epoch of 6 steps) at a random moment, then its resumed slice: no
     verdict of damage, and the run completes."""
     out = tmp_path / "run"
     argv = ["train", "--dataset", "toy", "--set", "data.n=400", "--epochs", "30", "--batch-size", "64",
             "--set", "hidden=16", "--latent-dim", "3", "--device", "cpu", "--seed", "1", "--out", str(out)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     rng = np.random.default_rng(0)
-    for i in range(3):
+    for i in range(2):
         cmd = [sys.executable, "-m", "mmvae", *argv] + (["--resume"] if i else [])
+        lines = _lines(out / "metrics.jsonl")
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.time() + 60
-        while time.time() < deadline and proc.poll() is None and not (out / "training_state.pt").exists():
-            time.sleep(0.01)
-        time.sleep(float(rng.uniform(0.05, 0.6)))
+        deadline = time.time() + 90
+        # once this slice trains (a first epoch record, or the resume event), kill at a random moment
+        while time.time() < deadline and proc.poll() is None and _lines(out / "metrics.jsonl") <= lines:
+            time.sleep(0.005)
+        time.sleep(float(rng.uniform(0.0, 0.5)))
         proc.send_signal(signal.SIGKILL)
         err = proc.communicate(timeout=30)[1].decode()
+        assert proc.returncode == -signal.SIGKILL, f"slice {i} ended before the kill: {err}"
         assert "damaged" not in err and "Traceback" not in err, err
         for name in ("model.safetensors", "training_state.pt"):
             if name in (read_manifest(out) or {}):
@@ -148,6 +155,8 @@ def test_sigkill_during_training_never_reports_damage(tmp_path):
                           text=True, timeout=300)
     assert done.returncode == 0 and "damaged" not in done.stderr, done.stderr
     assert torch.load(out / "training_state.pt", weights_only=True)["progress"]["epoch"] == 30
+    resumes = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if '"resume"' in x]
+    assert len(resumes) == 2
 
 
 # ------------------------------------------------------------------ damage found by evaluate / sample

@@ -150,6 +150,10 @@ def weights_progress(path: Path) -> dict | None:
         return None
     if not all(type(out[k]) is int and out[k] >= 0 for k in ("epoch", "step_in_epoch", "global_step")):
         return None
+    if not isinstance(out.get("best_val", 0.0), (int, float)) or isinstance(out.get("best_val"), bool):
+        out.pop("best_val")
+    if type(out.get("rollbacks", 0)) is not int or out.get("rollbacks", 0) < 0:
+        out.pop("rollbacks")
     return out
 
 

@@ -165,27 +165,28 @@ def _intact_weights(path: Path, say) -> tuple[dict | None, str | None]:
         return None, str(e).split(" is ", 1)[-1].split(": restore")[0]
 
 
-def choose_resume_point(folder: Path, say: Callable[[str], None]) -> ResumePoint:
+def choose_resume_point(folder: Path, say: Callable[[str], None], main: bool = True) -> ResumePoint:
     """The most recent intact checkpoint of a run folder.
 
     training_state.pt verified and loaded: continue exactly (a damaged model.safetensors beside it is
     moved aside and written again from the state). training_state.pt damaged, truncated or missing:
     continue from the most recent intact weights file that records its progress (model.safetensors of
     the same checkpoint, else best.safetensors), with a fresh optimizer state, after moving the damaged
-    file aside; nothing intact: a UserError naming the damaged file."""
+    file aside; nothing intact: a UserError naming the damaged file. Only the ``main`` process (rank 0
+    under torchrun) moves files; the others read the same choice."""
     folder = Path(folder)
     state_path = folder / STATE
     try:
         verify(state_path, fix="resume falls back to the weights", say=say)
         state = load_state(state_path)
     except (DamagedFile, StateUnreadable) as e:
-        return _fall_back(folder, e, say)
+        return _fall_back(folder, e, say, main)
     point = ResumePoint(state=state)
     weights = folder / WEIGHTS
     tensors, why = _intact_weights(weights, say)
     if tensors is None:
         point.rewrite_weights = True
-        if weights.exists():
+        if weights.exists() and main:
             aside = move_aside(weights)
             point.notes.append(f"{WEIGHTS} is damaged ({why}): kept as {aside.name} and written again from "
                                f"{STATE}, which holds the same weights")
@@ -195,7 +196,7 @@ def choose_resume_point(folder: Path, say: Callable[[str], None]) -> ResumePoint
     return point
 
 
-def _fall_back(folder: Path, error: UserError, say) -> ResumePoint:
+def _fall_back(folder: Path, error: UserError, say, main: bool) -> ResumePoint:
     best = None
     for name in (WEIGHTS, BEST):
         tensors, _ = _intact_weights(folder / name, say)
@@ -208,7 +209,7 @@ def _fall_back(folder: Path, error: UserError, say) -> ResumePoint:
                         f"with another --out") from None
     name, tensors, progress = best
     kept = ""
-    if (folder / STATE).exists():
+    if (folder / STATE).exists() and main:
         kept = f"; the damaged file is kept as {move_aside(folder / STATE).name}"
     why = "missing" if "is missing" in str(error) else "damaged"
     note = (f"{STATE} is {why}: continuing from {name} (epoch {progress['epoch']}, global step "

@@ -210,7 +210,8 @@ class Trainer:
             raise UserError(f"cannot write {self.out / METRICS} ({e.strerror}): free disk space or fix permissions") from None
 
     def _load_for_resume(self) -> None:
-        point = resuming.choose_resume_point(self.out, lambda t: self._say(f"note: {t}"))   # verified, or a fallback
+        # verified, or the most recent intact fallback (train/resume.py)
+        point = resuming.choose_resume_point(self.out, lambda t: self._say(f"note: {t}"), self.dist.is_main)
         state = point.state
         if state is not None and state.get("format_version") != FORMAT_VERSION:
             raise UserError(f"{self.out} was written by an incompatible mmvae (state format "
