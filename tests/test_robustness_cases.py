@@ -3,7 +3,6 @@ the fix, or it works."""
 from __future__ import annotations
 
 import errno
-import io
 import json
 import os
 import pickle

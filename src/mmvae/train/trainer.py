@@ -37,8 +37,9 @@ from ..errors import UserError
 from ..data.select import select_modalities
 from ..models.registry import build_model, modalities_for
 from . import distributed
-from .checkpoint import (BEST, CONFIG, METRICS, STATE, WEIGHTS, default_run_dir, read_run_config, state_writer,
-                         weights_writer, write_json)
+from .checkpoint import (BEST, CONFIG, METRICS, STATE, WEIGHTS, default_run_dir, state_writer, weights_writer,
+                         write_json)
+from .checkpoint import read_run_config  # noqa: F401  (re-exported by mmvae.train)
 from . import integrity, resume as resuming
 from .run_folder import RunFolder
 from .data_checks import check_training_data
