@@ -68,7 +68,7 @@ def check_saved_run(saved: dict, path: Path) -> dict:
         for i, m in enumerate(cfg["modalities"]):
             if name_problem(m):
                 raise _bad(where, f"config.modalities[{i}]", "a modality name", m)
-    for key in ("data", "likelihood", "scale", "extra"):
+    for key in ("data", "likelihood", "scale", "extra", "network"):
         if isinstance(cfg.get(key), dict) and any(not isinstance(k, str) for k in cfg[key]):
             raise _bad(where, f"config.{key}", "an object with text keys", cfg[key])
     mods = saved.get("modalities")

@@ -25,7 +25,7 @@ SAFE = ("lr", "epochs", "max_steps", "time_limit", "device", "amp", "compile", "
         "max_rollbacks", "beta", "warmup", "objective", "k", "kl", "weights", "subsample_k")
 SLICE = ("max_steps", "time_limit")      # per invocation: not saved in config.json
 SHAPE = ("model", "dataset", "data", "modalities", "latent_dim", "hidden", "posterior", "likelihood", "scale",
-         "default_scale", "prior")
+         "default_scale", "prior", "network")
 DATA = ("batch_size", "seed", "val_fraction", "paired_fraction", "observed", "amsgrad")
 IGNORED = ("out",)
 
