@@ -14,6 +14,7 @@ EPILOG = """common --set keys: objective=elbo|iwae|dreg  k=K  beta=B  warmup=EPO
   weights=uniform|rescale  weights.<modality>=λ  subsample_k=K (mvae)  data.<option>=V (e.g. data.modalities=5)
   paired_fraction=F  observed=<modality>|split  val_fraction=F  grad_clip=G  max_rollbacks=N  max_steps=N
   time_limit=SECONDS  hidden=H  amsgrad=true  amp=off|bf16  compile=true  grad_accum=N
+  vectorise=auto|true|false (identically shaped experts as one batched call; auto: on CUDA)
 several GPUs or nodes: torchrun --nproc_per_node N -m mmvae train ...  (docs/distributed.md)"""
 
 

@@ -1,0 +1,196 @@
+"""How close the conv networks, training steps and K=1000 likelihoods come to the CPU's matmul limit
+(issue 15, item 4).
+
+FLOPs are counted by ``torch.utils.flop_counter.FlopCounterMode`` on the very call that is timed
+(matrix products and convolutions, forward and backward; element-wise work is not counted and is part
+of what keeps a workload under the limit). The roofline is a plain float32 matrix product
+(2048x1024 @ 1024x1024) on the same thread. In every round the roofline and each workload run back to
+back; a workload's share of the roofline is the median over rounds of (its GFLOP/s) / (the roofline's
+GFLOP/s in that round), so the machine's load of the moment cancels. CPU time of this process by
+default (``--clock wall`` for elapsed time).
+
+    PYTHONPATH=src OMP_NUM_THREADS=1 python bench/roofline.py
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from contenders import (BATCH, CLOCKS, SUITES, TextbookConvDecoder, TextbookConvEncoder, build_mmvae,  # noqa: E402
+                        make_data, make_networks)
+from speed import machine  # noqa: E402
+
+from mmvae.evaluation.likelihood import log_likelihoods  # noqa: E402
+from mmvae.nets.conv import ConvDecoder, ConvEncoder  # noqa: E402
+
+ROOF_SHAPE = (2048, 1024, 1024)
+
+
+def count_flops(fn) -> int:
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+class Workload:
+    """``fn`` runs the workload once; ``calls`` times per measurement; FLOPs counted on one call."""
+
+    def __init__(self, group: str, name: str, fn, calls: int = 1, note: str = ""):
+        self.group, self.name, self.fn, self.calls, self.note = group, name, fn, calls, note
+        fn()                                   # warm-up (allocations, Adam state)
+        self.flops = count_flops(fn)
+
+    def time(self, clock) -> float:
+        t0 = clock()
+        for _ in range(self.calls):
+            self.fn()
+        return (clock() - t0) / self.calls
+
+
+def roofline_fn():
+    m, k, n = ROOF_SHAPE
+    a, b = torch.randn(m, k), torch.randn(k, n)
+    return lambda: a @ b
+
+
+def network_workloads() -> list[Workload]:
+    out = []
+    for shape in ((1, 28, 28), (3, 28, 28), (3, 32, 32)):
+        tag = "x".join(map(str, shape))
+        for fast in (True, False):
+            torch.manual_seed(0)
+            enc = (ConvEncoder if fast else TextbookConvEncoder)(shape, 20)
+            dec = (ConvDecoder if fast else TextbookConvDecoder)(shape, 20)
+            kind = "default" if fast else "textbook"
+            z_eval, z, x = torch.randn(2048, 20), torch.randn(640, 20), torch.rand(BATCH, *shape)
+
+            def dec_eval(dec=dec, z=z_eval):
+                with torch.no_grad():
+                    dec(z)
+
+            def dec_train(dec=dec, z=z):
+                dec(z).sum().backward()
+
+            def enc_train(enc=enc, x=x):
+                loc, raw = enc(x)
+                (loc.sum() + raw.sum()).backward()
+
+            out += [Workload("network", f"decoder {tag} {kind}, forward, 2048 rows", dec_eval),
+                    Workload("network", f"decoder {tag} {kind}, forward + backward, 640 rows", dec_train),
+                    Workload("network", f"encoder {tag} {kind}, forward + backward, {BATCH} rows", enc_train)]
+    return out
+
+
+def step_workloads(specs: list[tuple[str, str]]) -> list[Workload]:
+    out = []
+    for suite_name, name in specs:
+        suite = SUITES[suite_name]
+        data = make_data(suite, 4 * BATCH)
+        model, _ = build_mmvae(name, data.specs, make_networks(suite, 0))
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        batch = data.batch(torch.arange(BATCH))
+
+        def step(model=model, opt=opt, batch=batch):
+            loss, _ = model.loss(batch, 1.0)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        out.append(Workload("training step", f"{suite_name} {name}, batch {BATCH}", step))
+    return out
+
+
+def likelihood_workloads(specs: list[tuple[str, str]], rows: int, k: int) -> list[Workload]:
+    out = []
+    for suite_name, name in specs:
+        suite = SUITES[suite_name]
+        data = make_data(suite, rows)
+        model, _ = build_mmvae(name, data.specs, make_networks(suite, 0))
+        model.eval()
+        subsets = len(suite.specs) + 1
+
+        def estimate(model=model, data=data):
+            log_likelihoods(model, data, k=k)
+
+        out.append(Workload("likelihood", f"{suite_name} {name}, K={k}, {rows} rows x {subsets} subsets", estimate,
+                            note=f"{rows * subsets} estimates"))
+    return out
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--k", type=int, default=1000)
+    ap.add_argument("--rows", type=int, default=2, help="rows per likelihood workload")
+    ap.add_argument("--clock", choices=list(CLOCKS), default="cpu")
+    ap.add_argument("--quick", action="store_true", help="one setting per group (a smoke run)")
+    ap.add_argument("--out", default="docs/results/roofline.md")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    torch.distributions.Distribution.set_default_validate_args(False)
+    clock = CLOCKS[args.clock]
+    t0, load = time.time(), os.getloadavg()[0]
+    steps = [("conv", "mvae"), ("conv", "mmvae-elbo"), ("conv", "mopoe"), ("polymnist-3", "mmvae-elbo"),
+             ("polymnist-3", "mopoe")]
+    lls = [("conv", "mmvae-elbo"), ("conv", "mopoe")]
+    work = network_workloads()
+    if args.quick:
+        work, steps, lls = work[:3], steps[:1], lls[:1]
+    work += step_workloads(steps) + likelihood_workloads(lls, args.rows, args.k)
+    roof = roofline_fn()
+    roof()
+    roof_flops = 2 * ROOF_SHAPE[0] * ROOF_SHAPE[1] * ROOF_SHAPE[2]
+    roof_rates, rates = [], {w.name: [] for w in work}
+    shares = {w.name: [] for w in work}
+    for r in range(args.reps):
+        for w in work:
+            c0 = clock()
+            for _ in range(3):
+                roof()
+            here = 3 * roof_flops / (clock() - c0) / 1e9
+            roof_rates.append(here)
+            rate = w.flops / w.time(clock) / 1e9
+            rates[w.name].append(rate)
+            shares[w.name].append(rate / here)
+        print(f"round {r + 1}/{args.reps}: roofline {statistics.median(roof_rates[-len(work):]):.0f} GFLOP/s", flush=True)
+    lines = ["| group | workload | GFLOP per call | GFLOP/s | share of the matmul roofline |", "|---|---|---|---|---|"]
+    for w in work:
+        lines.append(f"| {w.group} | {w.name} | {w.flops / 1e9:.3g} | {statistics.median(rates[w.name]):.0f} | "
+                     f"{100 * statistics.median(shares[w.name]):.0f}% |")
+    table = "\n".join(lines)
+    print(table)
+    if not args.out:
+        return
+    cmd = "python bench/roofline.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    Path(args.out).write_text(f"""# Conv networks, training steps and likelihoods against the matmul roofline (issue 15, item 4)
+
+Command: `PYTHONPATH=src OMP_NUM_THREADS=1 {cmd.strip()}`; {time.time() - t0:.0f} s in all.
+Machine: {machine()}; shared (load average {load:.2f} at the start), one torch thread,
+{'process CPU time' if args.clock == 'cpu' else 'wall time'}.
+
+Roofline: float32 matrix product {ROOF_SHAPE[0]}x{ROOF_SHAPE[1]} @ {ROOF_SHAPE[1]}x{ROOF_SHAPE[2]}, median
+{statistics.median(roof_rates):.0f} GFLOP/s over the rounds (measured before every workload in every round).
+FLOPs: `torch.utils.flop_counter.FlopCounterMode` on the timed call (convolutions and matrix products,
+forward and backward, 2 FLOPs per multiply-add); the share is the median over {args.reps} rounds of the
+workload's rate over the roofline's rate of that round. "default" = the library's networks
+(nets/conv.py: channels-last, 1x1 layers as matrix products, separate trained bias, in-place ReLU);
+"textbook" = the same layers run as the plain `nn.Sequential`. Training steps: model loss + backward +
+Adam on batch {BATCH} (bench/contenders.py settings, default networks). Likelihoods:
+`mmvae.evaluation.likelihood.log_likelihoods` with K={args.k} samples per estimate, every modality
+alone and all together.
+
+{table}
+""")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
