@@ -157,7 +157,8 @@ MMVAE_CONFIGS = {
 
 
 def build_mmvae(name: str, specs, nets, vectorise="auto", **extra):
-    cfg = mmvae.Config(latent_dim=LATENT, batch_size=BATCH, vectorise=vectorise, **MMVAE_CONFIGS[name], **extra)
+    cfg = mmvae.Config(**{"latent_dim": LATENT, "batch_size": BATCH, "vectorise": vectorise, **MMVAE_CONFIGS[name],
+                          **extra})
     n = copy.deepcopy(nets)
     return mmvae.build_model(specs, cfg, encoders=n["encoders"], decoders=n["decoders"]), cfg
 
@@ -310,12 +311,12 @@ def make_step(loss_fn, params, sync=None):
     return step
 
 
-def shuffled_batches(rows: int, device="cpu"):
+def shuffled_batches(rows: int, device="cpu", batch: int = BATCH):
     """Index batches of successive shuffled epochs, forever."""
     while True:
         perm = torch.randperm(rows, device=device)
-        for i in range(0, rows, BATCH):
-            yield perm[i:i + BATCH]
+        for i in range(0, rows, batch):
+            yield perm[i:i + batch]
 
 
 class Contender:
@@ -323,15 +324,16 @@ class Contender:
     and returns (rows, seconds) by ``clock``; ``sync`` waits for the device (CUDA) before reading it."""
 
     def __init__(self, impl: str, name: str, suite: Suite, nets, data: MultimodalDataset, device="cpu",
-                 clock=time.process_time, sync=None, **mmvae_options):
+                 clock=time.process_time, sync=None, batch_size: int = BATCH, amp: bool = False, **mmvae_options):
         self.impl, self.rows, self.clock, self.sync = impl, len(data), clock, sync or (lambda: None)
+        self.batch_size = batch_size
         tensors = [data.data[m].to(device) for m in suite.specs]
         if impl in ("mmvae", "mmvae-vec", "mmvae-compiled", "trainer"):
             vec = True if impl == "mmvae-vec" else mmvae_options.pop("vectorise", "auto")
-            model, cfg = build_mmvae(name, data.specs, nets, vectorise=vec, **mmvae_options)
+            model, cfg = build_mmvae(name, data.specs, nets, vectorise=vec, batch_size=batch_size, **mmvae_options)
             self.model = model.to(device)
             if impl == "trainer":
-                self.cfg, self.splits = cfg, DatasetSplits(data, data.subset(torch.arange(BATCH)))
+                self.cfg, self.splits = cfg, DatasetSplits(data, data.subset(torch.arange(batch_size)))
                 return
             on_device = MultimodalDataset(dict(data.specs), {m: t for m, t in zip(suite.specs, tensors)})
             call = model.loss
@@ -352,8 +354,16 @@ class Contender:
             loss = lambda idx: model([t[idx] for t in tensors])  # noqa: E731
         else:
             raise ValueError(f"unknown implementation {impl!r}")
+        if amp:   # bf16 autocast of the forward pass, as Trainer's --amp bf16
+            plain, kind = loss, torch.device(device).type
+
+            def loss(idx):
+                with torch.autocast(device_type=kind, dtype=torch.bfloat16):
+                    out = plain(idx)
+                return out.float()
+
         self.step = make_step(loss, model.parameters())
-        self.batches = shuffled_batches(self.rows, device)
+        self.batches = shuffled_batches(self.rows, device, batch_size)
 
     def run(self, steps: int) -> tuple[int, float]:
         if self.impl == "trainer":
@@ -371,7 +381,7 @@ class Contender:
         with tempfile.TemporaryDirectory() as tmp:
             cfg = copy.deepcopy(self.cfg)
             cfg.out, cfg.epochs, cfg.val_fraction, cfg.device = str(Path(tmp) / "run"), 1, 0.0, "cpu"
-            cfg.max_steps = -(-self.rows // BATCH)
+            cfg.max_steps = -(-self.rows // self.batch_size)
             trainer = Trainer(cfg, splits=self.splits, model=self.model, show_progress=False)
             with contextlib.redirect_stderr(io.StringIO()):
                 t0 = self.clock()
