@@ -27,8 +27,6 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
-
 from ..config import FORMAT_VERSION, Config
 from ..data.dataset import DatasetSplits, validation_split
 from ..data.partial import apply_partial_observation, drop_unobserved_rows
@@ -36,6 +34,7 @@ from ..data.registry import load_dataset
 from ..errors import UserError
 from ..data.select import select_modalities
 from ..models.registry import build_model, modalities_for
+from ..progress import Progress as ProgressLine, duration
 from . import distributed
 from .checkpoint import (BEST, CONFIG, METRICS, STATE, WEIGHTS, atomic_write, default_run_dir, load_state,
                          load_weights, read_run_config, remove_stale_temporaries, save_state, save_weights,
@@ -222,6 +221,12 @@ class Trainer:
         if self.dist.is_main:
             remove_stale_temporaries(self.out)
             self._truncate_metrics()
+        p = self.progress
+        self._say(f"resuming {self.out} from epoch {p.epoch + 1}/{self.cfg.epochs}, step {p.step_in_epoch}/"
+                  f"{self.steps_per_epoch} of that epoch (global step {p.global_step})"
+                  if p.epoch < self.cfg.epochs else
+                  f"{self.out} has already trained its {self.cfg.epochs} epochs (global step {p.global_step}): "
+                  f"raise --epochs to train longer")
 
     def _truncate_metrics(self) -> None:
         """Drop records written after the checkpoint (they will be written again) and a torn last line."""
@@ -349,10 +354,9 @@ class Trainer:
         """One epoch from wherever progress stands; False if cut by max_steps / time_limit."""
         cfg, p = self.cfg, self.progress
         epoch = p.epoch
+        stop = False
         self.model.train()
-        show = (sys.stderr.isatty() if self.show_progress is None else self.show_progress) and self.dist.is_main
-        bar = tqdm(total=self.steps_per_epoch, initial=p.step_in_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                   leave=False, disable=not show, dynamic_ncols=True)
+        bar = self._progress_line(epoch)
         t0 = time.time()
         for index in self._global_batches(epoch, p.step_in_epoch):
             beta = kl_weight(p.global_step, self.steps_per_epoch, cfg.warmup, cfg.beta)
@@ -362,16 +366,16 @@ class Trainer:
                 self._diverged(epoch, what)
                 return True  # the caller's loop continues from the restored position
             bar.update(1)
-            if p.sums.get("rows"):
-                bar.set_postfix(loss=f"{p.sums['loss'] / p.sums['rows']:.2f}", beta=f"{beta:.2f}")
             if (cfg.max_steps and p.global_step >= cfg.max_steps) or over:
+                if p.step_in_epoch >= self.steps_per_epoch:   # cut on the epoch's end: finish the epoch first
+                    stop = True
+                    break
                 bar.close()
                 if not self._params_finite():
                     self._diverged(epoch, "parameter")
                     return True
                 self._checkpoint()
-                self._say(f"stopped at step {p.global_step} (epoch {epoch + 1}, step {p.step_in_epoch}); "
-                          f"continue with: mmvae train --resume --out {self.out}")
+                self._stopped()
                 return False
         bar.close()
         if not self._params_finite():
@@ -395,10 +399,44 @@ class Trainer:
         if improved and self.dist.is_main:
             save_weights(self.model, self.out / BEST)
         self._checkpoint()
+        left = cfg.epochs - p.epoch
         self._say(f"epoch {p.epoch}/{cfg.epochs}  train loss {train_logs.get('train_loss', float('nan')):.3f}"
                   + (f"  val loss {val['val_loss']:.3f}" if "val_loss" in val else "")
-                  + f"  ({record['seconds']:.1f}s)")
+                  + f"  ({record['seconds']:.1f}s" + (f", ETA {duration(left * record['seconds'])})" if left else ")"))
+        if stop and p.epoch < cfg.epochs:
+            self._stopped()
+            return False
         return True
+
+    def _stopped(self) -> None:
+        """A run cut by max_steps / time_limit (after its checkpoint): say how to go on, draw samples.png."""
+        p = self.progress
+        where = f"end of epoch {p.epoch}" if p.step_in_epoch == 0 else f"epoch {p.epoch + 1}, step {p.step_in_epoch}"
+        self._say(f"stopped at step {p.global_step} ({where}); "
+                  f"continue with: mmvae train --resume --out {self.out}")
+        if self.dist.is_main:
+            self._finish()
+
+    def _progress_line(self, epoch: int) -> ProgressLine:
+        """The live line inside an epoch (mmvae.progress): steps, rate, the epoch's and the run's ETA."""
+        p, cfg = self.progress, self.cfg
+
+        def postfix() -> dict:
+            out = {}
+            if p.sums.get("rows"):
+                out["loss"] = f"{p.sums['loss'] / p.sums['rows']:.2f}"
+            out["beta"] = f"{kl_weight(p.global_step, self.steps_per_epoch, cfg.warmup, cfg.beta):.2f}"
+            left = cfg.epochs * self.steps_per_epoch - p.global_step
+            if cfg.max_steps:
+                left = min(left, cfg.max_steps - p.global_step)
+            if bar.rate > 0 and left > self.steps_per_epoch - p.step_in_epoch:
+                out["run ETA"] = duration(left / bar.rate)
+            return out
+
+        bar = ProgressLine(self.steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", unit="steps",
+                           initial=p.step_in_epoch, postfix=postfix,
+                           enabled=self.show_progress if self.dist.is_main else False)
+        return bar
 
     def _params_finite(self) -> bool:
         flat = [v.detach().reshape(-1).float() for v in self.model.state_dict().values() if v.is_floating_point()]
