@@ -55,6 +55,7 @@ class Config:
     compile: bool = False                                     # torch.compile the loss computation
     grad_accum: int = 1                                       # micro-batches per step (per rank under torchrun)
     out: str | None = None
+    log: str = "text"                                         # text | tensorboard (also RUN/tb/, mmvae[tensorboard])
     extra: dict[str, Any] = field(default_factory=dict)       # model-specific options (e.g. MEME's)
 
     def to_dict(self) -> dict:
