@@ -41,6 +41,7 @@ from .checkpoint import (BEST, CONFIG, METRICS, STATE, WEIGHTS, atomic_write, de
                          write_json)
 from .data_checks import check_training_data
 from .options import AMP_DTYPES, check_run_options, pick_device
+from .tensorboard import check_log_option
 from .schedule import kl_weight
 
 class TrainingDiverged(RuntimeError):
@@ -84,6 +85,8 @@ class Trainer:
             self._restore_config()
             cfg = self.cfg
         check_run_options(cfg)
+        check_log_option(cfg.log)
+        self.tb = None                      # TensorBoard view of metrics.jsonl (--set log=tensorboard)
         torch.manual_seed(cfg.seed)
         self.device = distributed.device_for(self.dist, pick_device(cfg.device))
         self.splits = splits or load_dataset(cfg.dataset, seed=cfg.seed, **cfg.data)
@@ -195,6 +198,8 @@ class Trainer:
     def _log(self, record: dict) -> None:
         if not self.dist.is_main:
             return
+        if self.tb is not None:
+            self.tb.record(record)
         try:
             with open(self.out / METRICS, "a") as f:
                 f.write(json.dumps(record) + "\n")
@@ -252,6 +257,8 @@ class Trainer:
             done = True
             return out
         finally:
+            if self.tb is not None:
+                self.tb.close()
             if self.dist.active:
                 # DDP's reducer holds the process group; if it dropped the last reference (as the trainer
                 # is freed), gloo's destructor would join its worker thread with the GIL held, which can
@@ -270,6 +277,10 @@ class Trainer:
             self._checkpoint()
             if self.dist.is_main:
                 self._write_config()
+        if cfg.log == "tensorboard" and self.dist.is_main:
+            from .tensorboard import TensorBoardLog
+
+            self.tb = TensorBoardLog(self.out)
         self.started = time.time()
         while self.progress.epoch < cfg.epochs:
             if not self._run_epoch():
@@ -399,6 +410,8 @@ class Trainer:
         if improved and self.dist.is_main:
             save_weights(self.model, self.out / BEST)
         self._checkpoint()
+        if self.tb is not None:
+            self.tb.samples(self.model, self.splits.test, p.global_step, cfg.seed)
         left = cfg.epochs - p.epoch
         self._say(f"epoch {p.epoch}/{cfg.epochs}  train loss {train_logs.get('train_loss', float('nan')):.3f}"
                   + (f"  val loss {val['val_loss']:.3f}" if "val_loss" in val else "")
