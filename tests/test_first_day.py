@@ -164,3 +164,26 @@ def test_docs_and_benches_name_no_machine_path_and_readme_lists_offline_datasets
     for name, entry in DATASETS.items():
         if entry.available()[1].startswith("offline"):
             assert f"`{name}`" in offline, name
+
+
+def test_every_mmvae_command_in_the_readme_and_docs_parses():
+    """The shell examples use options that exist (they run as written; this catches a renamed flag)."""
+    import shlex
+
+    parser = build_parser()
+    commands = []
+    for f in [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]:
+        for block in re.findall(r"```(?:bash|sh)\n(.*?)```", f.read_text(), re.S):
+            for line in block.replace("\\\n", " ").splitlines():
+                for part in re.split(r"&&|;", line.split("#")[0]):
+                    words = shlex.split(part)
+                    if words[:1] == ["mmvae"]:
+                        commands.append((f.name, words[1:]))
+                    elif "-m" in words and words[words.index("-m") + 1:][:1] == ["mmvae"]:   # torchrun ... -m mmvae
+                        commands.append((f.name, words[words.index("-m") + 2:]))
+    assert len(commands) >= 5
+    for name, argv in commands:
+        try:
+            parser.parse_args(argv)
+        except SystemExit as e:
+            assert e.code == 0, (name, argv)

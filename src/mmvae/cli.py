@@ -28,7 +28,8 @@ def _defaults_text() -> str:
                       "max_steps", "time_limit", "data", "extra"):
             continue
         value = getattr(_DEFAULTS, f.name)
-        text = "the model's" if value is None else ("{}" if value == {} else str(value))
+        text = ("all" if f.name == "modalities" else "the model's") if value is None else \
+            ("{}" if value == {} else str(value).lower() if isinstance(value, bool) else str(value))
         shown.append(f"{f.name}={text}")
     lines, line = [], "defaults:"
     for item in shown:

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+
 from ..config import FORMAT_VERSION, Config
 from ..data.dataset import DatasetSplits, validation_split
 from ..data.partial import apply_partial_observation, drop_unobserved_rows
