@@ -1,12 +1,12 @@
 """How many CPU threads torch uses for one process (``--threads`` of train, evaluate and sample).
 
-torch's own default is one intra-op thread per core. On a small machine that is often the slowest
-choice: the networks of a default run are small, so OpenMP workers spend their time waiting for one
-another, and on a machine that also runs other work they spin-wait for a core that is busy. Measured
-on 2 cores (``bench/threads.py``, docs/RESULTS.md "Threads"): one thread is as fast as two on an idle
-machine and several times faster when the other core is busy. Hence the default: half the cores
-this process may use, at least 1 and at most 4 (larger machines were not measured: the cap is a
-guess, and ``--threads`` overrides it). ``OMP_NUM_THREADS`` in the environment is respected as given.
+torch's own default is one intra-op thread per core. On a small machine that also runs other work
+that is the slowest choice: OpenMP workers spin-wait for a core that is busy. Measured on a shared
+2-core machine (``bench/threads.py``, docs/RESULTS.md "Threads"): one thread ran the default run
+and a conv-net PolyMNIST run 4-10 times faster than two. Hence the default: half the cores this
+process may use, at least 1 and at most 4. Not measured: an idle 2-core machine (two threads may
+then be faster for conv nets) and machines with more cores (the cap of 4 is a guess); ``--threads``
+overrides the default, and ``OMP_NUM_THREADS`` in the environment is respected as given.
 """
 from __future__ import annotations
 
