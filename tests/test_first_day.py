@@ -67,12 +67,11 @@ def test_max_steps_on_an_epoch_boundary_and_resume_message(tmp_path, capsys):
     assert [r["epoch"] for r in _records(run)] == [1] and "val_loss" in _records(run)[0]
     assert (run / "samples.png").stat().st_size > 0
     assert main(["train", "--resume", "--out", str(run), "--max-steps", "14"]) == 0
-    err = capsys.readouterr().err
-    assert f"resuming {run} from epoch 2/3, step 0/9 of that epoch (global step 9)" in err
-    assert "stopped at step 14 (epoch 2, step 5)" in err
+    said = capsys.readouterr()
+    assert f"resuming {run} from epoch 2/3, step 0/9 of that epoch (global step 9)" in said.out
+    assert "stopped at step 14 (epoch 2, step 5)" in said.err
     assert main(["train", "--resume", "--out", str(run)]) == 0
-    err = capsys.readouterr().err
-    assert "from epoch 2/3, step 5/9 of that epoch (global step 14)" in err
+    assert "from epoch 2/3, step 5/9 of that epoch (global step 14)" in capsys.readouterr().out
     assert [r["epoch"] for r in _records(run)] == [1, 2, 3]
 
 

@@ -60,6 +60,7 @@ def test_report_is_self_contained_with_every_part(evaluated_run):
     sources = re.findall(r"""(?:src|href)=['"]([^'"]*)['"]""", text)
     assert sources and all(s.startswith("data:") for s in sources), [s[:40] for s in sources if not s.startswith("data:")]
     assert "http://" not in text and "https://" not in text and "<script" not in text
+    assert str(evaluated_run.parent) not in text          # no path of this machine: the page can be shared
     for part in ("Configuration", "Training", "alt='training curves'", "Metrics", "Cross coherence",
                  "Joint coherence", "Latent accuracy", "Log-likelihoods", "Relatedness", "Cross-generation",
                  "Latent space", "prior p(z)", "alt='cross_a_to_b'", "alt='latent_tsne'", "alt='w2_histogram_a_b'"):

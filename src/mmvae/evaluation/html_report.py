@@ -16,7 +16,7 @@ import math
 from pathlib import Path
 
 CSS = """
-body { font-family: sans-serif; margin: 1.5em auto; max-width: 1100px; color: #222; line-height: 1.4; }
+body { font-family: sans-serif; margin: 1.5em auto; padding: 0 1em; max-width: 1100px; color: #222; line-height: 1.4; }
 h1 { font-size: 1.5em; } h2 { font-size: 1.2em; border-bottom: 1px solid #ccc; margin-top: 1.6em; }
 table { border-collapse: collapse; margin: 0.5em 0; font-size: 0.9em; }
 td, th { border: 1px solid #ddd; padding: 2px 8px; text-align: left; }
@@ -188,7 +188,9 @@ def write_html_report(run: str | Path, record: dict | None = None, out: str | Pa
     # --- configuration
     from ..compare import flatten
 
-    items = [(k, "–" if v is None else str(v)) for k, v in flatten(config).items()]
+    # (the run folder's own path is left out: the page is about the run, wherever it is copied)
+    items = [(k, ("all" if k == "modalities" else "model default") if v is None else str(v))
+             for k, v in flatten(config).items() if k != "out"]
     per_row = 3
     rows = [sum(([k, v] for k, v in items[i:i + per_row]), []) for i in range(0, len(items), per_row)]
     body.append("<h2>Configuration</h2>" + _table(["key", "value"] * per_row, rows, numeric_from=99))
@@ -224,10 +226,12 @@ def write_html_report(run: str | Path, record: dict | None = None, out: str | Pa
         body.append("<p class='note'>Not evaluated yet: run <code>mmvae evaluate RUN</code>.</p>")
     # --- pictures
     body.append("<h2>Samples</h2>")
-    for path, what in ((run / "samples.png", "at the end of training"), (evaluation / "samples.png", "at evaluation")):
+    # the grid drawn at evaluation (from the evaluated weights) where there is one, else the training-time one
+    for path, what in ((evaluation / "samples.png", "at evaluation"), (run / "samples.png", "at the end of training")):
         if path.is_file():
             body.append(_figure(path, f"Sample grid {what}: test inputs, every translation (recon: source = "
-                                      f"target), prior samples. {PRIOR_NOTE}"))
+                                      f"target), prior samples. {PRIOR_NOTE}", "samples"))
+            break
     groups = _picture_groups(record, evaluation)
     captions = {"cross": ("Cross-generation", "Rows: source inputs, their true partners, the translation of the "
                           "posterior mean, then translations of posterior samples."),

@@ -228,11 +228,12 @@ class Trainer:
             remove_stale_temporaries(self.out)
             self._truncate_metrics()
         p = self.progress
-        self._say(f"resuming {self.out} from epoch {p.epoch + 1}/{self.cfg.epochs}, step {p.step_in_epoch}/"
+        if self.dist.is_main:   # on stdout, like "run folder:": stderr stays one line if the run then fails
+            print(f"resuming {self.out} from epoch {p.epoch + 1}/{self.cfg.epochs}, step {p.step_in_epoch}/"
                   f"{self.steps_per_epoch} of that epoch (global step {p.global_step})"
                   if p.epoch < self.cfg.epochs else
                   f"{self.out} has already trained its {self.cfg.epochs} epochs (global step {p.global_step}): "
-                  f"raise --epochs to train longer")
+                  f"raise --epochs to train longer", flush=True)
 
     def _truncate_metrics(self) -> None:
         """Drop records written after the checkpoint (they will be written again) and a torn last line."""
@@ -505,8 +506,12 @@ class Trainer:
         return {"val_loss": sums["total"] / max(sums["rows"], 1)}
 
     def _finish(self) -> None:
+        """samples.png, for models that translate and generate (a user's bare nn.Module may not)."""
         from ..evaluation.pictures import sample_grid
 
+        if not all(callable(getattr(self.model, f, None)) for f in ("translate", "generate")) or len(self.splits.test) == 0:
+            self._say("samples.png not drawn: the model has no translate/generate, or there are no test rows")
+            return
         self.model.eval()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.cfg.seed)
