@@ -3,7 +3,7 @@
 Trains the default run (`mmvae train`, MVAE on offline mnist-label) for --epochs, evaluates it
 (`mmvae evaluate RUN --k K`), screenshots report.html and writes a small PNG (downscaled, 64 colours).
 
-    python bench/report_screenshot.py [--epochs 20] [--k 100] [--out docs/report-screenshot.png]
+    python bench/report_screenshot.py [--epochs 10] [--k 100] [--scale 0.6] [--out docs/report-screenshot.png]
 
 Needs Debian's `chromium` (apt-get install chromium).
 """
@@ -27,11 +27,11 @@ def mmvae(*args: str) -> None:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--k", type=int, default=100)
     ap.add_argument("--width", type=int, default=1100)
     ap.add_argument("--height", type=int, default=3000)
-    ap.add_argument("--scale", type=float, default=0.5, help="downscaling of the screenshot")
+    ap.add_argument("--scale", type=float, default=0.6, help="downscaling of the screenshot")
     ap.add_argument("--out", default=str(ROOT / "docs" / "report-screenshot.png"))
     args = ap.parse_args(argv)
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
