@@ -25,10 +25,11 @@ def _defaults_text() -> str:
     shown = []
     for f in fields(Config):
         if f.name in ("model", "dataset", "epochs", "batch_size", "lr", "latent_dim", "seed", "out", "device",
-                      "max_steps", "time_limit", "data", "extra"):
+                      "max_steps", "time_limit", "data", "extra", "preset"):
             continue
         value = getattr(_DEFAULTS, f.name)
-        text = ("all" if f.name == "modalities" else "the model's") if value is None else \
+        unset = {"modalities": "all", "prior": "standard"}.get(f.name, "the model's")   # what None means
+        text = unset if value is None else \
             ("{}" if value == {} else str(value).lower() if isinstance(value, bool) else str(value))
         shown.append(f"{f.name}={text}")
     lines, line = [], "defaults:"
@@ -228,6 +229,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("mmvae: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:   # the reader went away (e.g. `mmvae datasets | head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":
