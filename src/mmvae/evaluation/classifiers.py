@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from ..data.dataset import ModalitySpec, MultimodalDataset
+from ..progress import Progress
 from .classifier_cache import entry_paths, load_cached, save_cached
 
 CACHE_VERSION = 1
@@ -76,21 +77,24 @@ def accuracy(classifier: Callable, data: MultimodalDataset, m: str, device) -> f
 
 
 def train_classifier(spec: ModalitySpec, classes: int, x: Tensor, y: Tensor, epochs: int, seed: int,
-                     device, batch_size: int = 128, lr: float = 1e-3) -> nn.Module:
+                     device, batch_size: int = 128, lr: float = 1e-3, desc: str = "") -> nn.Module:
     """Adam on cross-entropy over the observed training rows of one modality (seeded)."""
     torch.manual_seed(seed)
     net = make_classifier(spec, classes).to(device)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     g = torch.Generator().manual_seed(seed)
     net.train()
+    bar = Progress(epochs * ((x.shape[0] + batch_size - 1) // batch_size), f"classifier {desc}".strip(), unit="steps")
     for _ in range(epochs):
         order = torch.randperm(x.shape[0], generator=g)
         for i in range(0, x.shape[0], batch_size):
+            bar.update(1)
             idx = order[i:i + batch_size]
             loss = nn.functional.cross_entropy(net(x[idx].to(device)), y[idx].to(device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+    bar.close()
     return net.eval()
 
 
@@ -117,7 +121,8 @@ def coherence_classifiers(train: MultimodalDataset, test: MultimodalDataset, cac
                 log(f"classifier {m}: cached ({entry_paths(Path(cache), m)[0]})")
             else:
                 log(f"classifier {m}: training on {int(rows.sum())} rows for {epochs} epochs")
-                net = train_classifier(spec, classes, train.data[m][rows], train.label[rows], epochs, seed, device)
+                net = train_classifier(spec, classes, train.data[m][rows], train.label[rows], epochs, seed, device,
+                                       desc=m)
                 if cache is not None:
                     save_cached(Path(cache), m, card, net)
             nets[m] = net

@@ -17,6 +17,7 @@ from typing import Callable, Mapping
 import torch
 
 from ..data.dataset import MultimodalDataset
+from ..progress import Progress, track
 from .classifiers import predict
 
 
@@ -39,7 +40,10 @@ def cross_coherence(model, test: MultimodalDataset, classifiers: Mapping[str, Ca
     hits: dict[str, int] = {}
     seen: dict[str, int] = {}
     notes: dict[str, str] = {}
-    for sources in source_subsets(names):
+    subsets = source_subsets(names)
+    bar = Progress(sum(int(torch.stack([test.mask[m] for m in s]).all(0).sum()) for s in subsets),
+                   "cross coherence", unit="rows")
+    for sources in subsets:
         targets = [t for t in names if t not in sources]
         observed = torch.stack([test.mask[m] for m in sources]).all(0)
         ids = torch.nonzero(observed).squeeze(1)
@@ -53,10 +57,12 @@ def cross_coherence(model, test: MultimodalDataset, classifiers: Mapping[str, Ca
                     pred = predict(classifiers[t], out[t]).cpu()
                     hits[key] = hits.get(key, 0) + int((pred == batch.label).sum())
                     seen[key] = seen.get(key, 0) + len(rows)
+                bar.update(len(rows))
         except (NotImplementedError, ValueError, KeyError) as e:
             for t in targets:
                 hits.pop(coherence_key(sources, t), None)
                 notes[coherence_key(sources, t)] = f"the model cannot generate from {'+'.join(sources)}: {e}"
+    bar.close()
     return {k: hits[k] / seen[k] for k in hits if seen[k]}, notes
 
 
@@ -67,7 +73,7 @@ def joint_coherence(model, classifiers: Mapping[str, Callable], n: int = 10000, 
     names = list(classifiers)
     torch.manual_seed(seed)
     agree = 0
-    for i in range(0, n, batch_size):
+    for i in track(range(0, n, batch_size), "joint coherence", unit="batches"):
         b = min(batch_size, n - i)
         out = model.generate(b, names)
         preds = torch.stack([predict(classifiers[m], out[m]).cpu() for m in names])

@@ -34,7 +34,7 @@ def _evaluate(args) -> int:
         opts.joint_samples = args.joint_samples
     record = evaluate(run, metrics, opts, log=(lambda *a: None) if args.quiet else print)
     print(table(record))
-    print(f"report: {path / 'evaluation' / 'report.md'}")
+    print(f"report: {path / 'evaluation' / 'report.md'} and {path / 'report.html'}")
     return 0
 
 

@@ -16,6 +16,7 @@ from typing import Callable, Mapping
 import torch
 
 from ..data.names import child_path
+from ..data.partial import rows_observing
 from ..errors import UserError
 from ..train.checkpoint import atomic_write
 from .folder import evaluation_folder
@@ -196,7 +197,9 @@ def _pictures(ctx: Context) -> None:
                 except (NotImplementedError, ValueError, KeyError) as e:
                     ctx.pictures.pop(f"cross_{s}_to_{t}", None)
                     ctx.notes[f"cross_{s}_to_{t}"] = f"not drawn: {e}"
-    part = seeded_rows(ctx.test, ctx.options.tsne_rows, ctx.options.seed)
+    complete = rows_observing(ctx.test)   # a partially observed test split: the t-SNE of complete rows
+    part = seeded_rows(ctx.test.subset(complete) if len(complete) else ctx.test, ctx.options.tsne_rows,
+                       ctx.options.seed)
     reps = representations(ctx.model, part, ctx.device)
     unimodal = {m: reps[m] for m in names if m in reps} or \
         {k: v for k, v in reps.items() if k.endswith("/shared")} or reps  # fmmvae: one t-SNE, shared codes
@@ -288,5 +291,9 @@ def evaluate(run, metrics: list[str] | str | None = None, options: Options | Non
     splits = run.dataset()
     info = {"run": str(run.path), "model": run.config.model, "dataset": run.config.dataset,
             "test_rows": len(splits.test), "train_rows": len(splits.train)}
-    return evaluate_model(run.model, splits.train, splits.test, Path(run.path) / "evaluation", metrics, options,
-                          classifiers, info=info, log=log)
+    record = evaluate_model(run.model, splits.train, splits.test, Path(run.path) / "evaluation", metrics, options,
+                            classifiers, info=info, log=log)
+    from .html_report import write_html_report
+
+    write_html_report(run.path, record)   # RUN/report.html: the whole run in one page
+    return record

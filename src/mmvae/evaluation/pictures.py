@@ -10,6 +10,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from ..data.dataset import ModalitySpec, MultimodalDataset  # noqa: E402
+from ..data.partial import spread_rows  # noqa: E402
 
 
 def _words(x: torch.Tensor, spec: ModalitySpec) -> str:
@@ -48,15 +49,30 @@ def draw_row(ax, spec: ModalitySpec, xs: torch.Tensor) -> None:
             ax.axvline(c, color="0.8", lw=0.5)
 
 
-def draw_grid(rows: list[tuple[str, str, torch.Tensor]], specs: dict, path: Path, n: int, dpi: int = 80) -> Path:
-    """One row per (title, modality, samples); written atomically."""
+def draw_grid(rows: list[tuple[str, str, torch.Tensor]], specs: dict, path: Path, n: int, dpi: int = 80,
+              caption: str | None = None) -> Path:
+    """One row per (title, modality, samples), an optional caption below; written atomically."""
+    import textwrap
+
     width = n * 0.9 + 1.6
-    fig, axes = plt.subplots(len(rows), 1, figsize=(width, len(rows) * 0.9), squeeze=False)
+    lines = textwrap.wrap(caption, width=int(width * 15)) if caption else []
+    foot = 0.16 * len(lines) + (0.1 if lines else 0.0)    # inches of caption under the rows
+    height = len(rows) * 0.9 + foot
+    fig, axes = plt.subplots(len(rows), 1, figsize=(width, height), squeeze=False)
     for ax, (title, m, x) in zip(axes[:, 0], rows):
         draw_row(ax, specs[m], x[:n])
         ax.set_ylabel(title, rotation=0, ha="right", va="center", fontsize=8)
-    fig.subplots_adjust(left=1.5 / width, right=0.99, top=0.99, bottom=0.01, hspace=0.08)
+    fig.subplots_adjust(left=1.5 / width, right=0.99, top=1 - 0.01 * 0.9 * len(rows) / height,
+                        bottom=(foot + 0.01 * 0.9 * len(rows)) / height, hspace=0.08)
+    if lines:
+        fig.text(0.01, 0.05 / height, "\n".join(lines), fontsize=7, va="bottom", ha="left", color="0.25")
     return _save(fig, path, dpi=dpi)
+
+
+PRIOR_CAPTION = ("prior→ rows: z drawn from the prior p(z) and decoded, with no input. Expect a recognisable "
+                 "sample (and the same class in every modality of a column) only from a model whose posteriors "
+                 "cover the prior well; after short training, or with a small KL weight, most are blurry blends "
+                 "of classes. The rows above decode the posterior of the test inputs in the first rows.")
 
 
 @torch.no_grad()
@@ -64,16 +80,15 @@ def sample_grid(model, data: MultimodalDataset, path: Path, n: int = 8) -> Path:
     """Rows: inputs of each modality; every source -> target translation (source = target is the
     reconstruction); unconditional samples from the prior. Columns: n test rows."""
     device = next(model.parameters()).device
-    idx = torch.linspace(0, len(data) - 1, n).long()
-    batch = data.batch(idx).to(device)
     names = list(data.specs)
+    batch = data.batch(spread_rows(data, n, names)).to(device)
     rows: list[tuple[str, str, torch.Tensor]] = [(f"{m}", m, batch.data[m]) for m in names]
     for s in names:
         out = model.translate({s: batch.data[s]}, names)
         rows += [(f"{s}→{t}" if s != t else f"{s} recon", t, out[t]) for t in names]
     gen = model.generate(n, names)
     rows += [(f"prior→{m}", m, gen[m]) for m in names]
-    return draw_grid(rows, data.specs, path, n)
+    return draw_grid(rows, data.specs, path, n, caption=PRIOR_CAPTION)
 
 
 # ------------------------------------------------------------------------- evaluation pictures
@@ -94,8 +109,7 @@ def cross_generation_grid(model, data: MultimodalDataset, source: str, target: s
     """Rows: the source inputs, their true partners, then ``draws`` generations of the target from one
     posterior sample each (the first row of generations decodes the posterior mean)."""
     device = next(model.parameters()).device
-    idx = torch.linspace(0, len(data) - 1, n).long()
-    batch = data.batch(idx).to(device)
+    batch = data.batch(spread_rows(data, n, [source, target])).to(device)
     rows = [(f"{source} (input)", source, batch.data[source]), (f"{target} (true)", target, batch.data[target])]
     rows.append((f"{source}→{target} mean", target, model.translate({source: batch.data[source]}, [target])[target]))
     for i in range(draws - 1):
