@@ -212,6 +212,59 @@ def test_coherence_is_one_for_a_copying_model_and_chance_for_one_that_ignores_it
         assert perfect["synergy"] is None
 
 
+class Scaled(nn.Module):
+    """x -> (gain · x, constant raw scale): a posterior centred on the scaled input with a fixed width."""
+
+    def __init__(self, gain: float, raw: float):
+        super().__init__()
+        self.gain, self.raw = gain, raw
+
+    def forward(self, x):
+        return self.gain * x, torch.full_like(x, self.raw)
+
+
+def label_vae(classes: int, width: float) -> MultimodalVAE:
+    """Two one-hot modalities; q(z | x_m) = N(2 · onehot, width²) in D = classes dimensions; each decoder
+    reads z as the logits of its class. The posterior mean always decodes to the input's class; a sample
+    does so only when the posterior is narrow."""
+    specs = {m: ModalitySpec(m, "categorical", (classes,), "categorical", num_classes=classes) for m in ("a", "b")}
+    raw = math.log(math.expm1(width))                                        # softplus(raw) = width
+    return MultimodalVAE(specs, classes, mixture_of_experts, make_estimator("elbo"), posterior="normal",
+                         encoders={m: Scaled(2.0, raw) for m in specs},
+                         decoders={m: nn.Identity() for m in specs}).eval()
+
+
+@pytest.mark.parametrize("width", [0.01, 5.0])
+def test_cross_coherence_decodes_one_posterior_sample_and_reports_the_mean_separately(tmp_path, width):
+    classes = 10
+    data = label_data(["a", "b"], 2000, classes)
+    argmax = {m: (lambda x: x) for m in ("a", "b")}
+    rec = evaluate_model(label_vae(classes, width), data, data, tmp_path, ["coherence"], Options(joint_samples=100),
+                         classifiers=argmax, device="cpu", log=lambda *a: None)
+    assert rec["cross_coherence_mean"] == {"a->b": 1.0, "b->a": 1.0}      # the mean is always the input's class
+    if width < 0.1:
+        assert rec["cross_coherence"] == {"a->b": 1.0, "b->a": 1.0}
+    else:
+        # N(2·e_y, 25 I): the argmax of a sample is y with probability ≈ 0.15; the official protocol sees it.
+        assert all(0.05 < v < 0.3 for v in rec["cross_coherence"].values())
+    assert "one posterior sample" in rec["protocol"]["cross_coherence"]
+    assert "user-given classifiers for a, b" in rec["protocol"]["classifiers"]
+    report = (tmp_path / "report.md").read_text()
+    assert "one posterior sample" in report and "from the mean" in report
+
+
+def test_classifiers_stop_at_a_validation_plateau():
+    from mmvae.evaluation.classifiers import train_classifier
+
+    data = label_data(["a"], 600, 4)
+    spec = data.specs["a"]
+    net = train_classifier(spec, 4, data.data["a"], data.label, 30, 0, "cpu", patience=3)
+    assert net.epochs_run < 30                                              # one-hot labels: learnt at once
+    assert float((net(data.data["a"]).argmax(-1) == data.label).float().mean()) == 1.0
+    full = train_classifier(spec, 4, data.data["a"], data.label, 4, 0, "cpu", patience=0)
+    assert full.epochs_run == 4
+
+
 def test_a_model_without_any_likelihood_estimator_is_skipped_with_a_note(tmp_path):
     data = label_data(["a", "b"], 50, 3)
     rec = evaluate_model(LabelModel(3, True), data, data, tmp_path, ["likelihood"], log=lambda *a: None)
@@ -230,6 +283,13 @@ def test_trained_classifiers_are_cached(tmp_path):
     second = evaluate_model(model, toy.train, toy.test, tmp_path, ["coherence"], opts, log=logs.append)
     assert any("cached" in line for line in logs) and not any("training" in line for line in logs)
     assert second["classifier_accuracy"] == first["classifier_accuracy"]
+    card = json.loads((tmp_path / "classifiers" / "a.json").read_text())["card"]
+    assert card["max_epochs"] == 2 and card["patience"] == 3 and card["lr"] == 1e-3
+    # A change of protocol (here the plateau rule) retrains instead of reusing the cached classifiers.
+    logs.clear()
+    evaluate_model(model, toy.train, toy.test, tmp_path, ["coherence"],
+                   Options(classifier_epochs=2, classifier_patience=0, joint_samples=100), log=logs.append)
+    assert any("training" in line for line in logs) and not any("cached" in line for line in logs)
 
 
 # ------------------------------------------------------------------------------------------------ W2

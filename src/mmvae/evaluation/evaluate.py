@@ -19,7 +19,7 @@ from ..errors import UserError
 from . import coherence as coh
 from . import likelihood as ll
 from . import pictures
-from .classifiers import coherence_classifiers
+from .classifiers import coherence_classifiers, protocol_text
 from .latent import latent_accuracy, representations
 from .relatedness import relatedness
 
@@ -33,7 +33,8 @@ class Options:
     likelihood_rows: int = 1000      # test rows for the likelihoods (0: all)
     row_chunk: int = 16              # rows per likelihood pass
     sample_chunk: int | None = None  # samples per likelihood pass (None: from a memory budget)
-    classifier_epochs: int = 5
+    classifier_epochs: int = 30      # most epochs of the coherence classifiers (official protocol: 30)
+    classifier_patience: int = 3     # stop after this many epochs without validation gain (0: all epochs)
     joint_samples: int = 10000       # prior samples for joint coherence
     probe_rows: int = 5000           # training rows for the linear probe
     relatedness_rows: int = 1000
@@ -88,7 +89,8 @@ def register_metric(name: str):
 def _classifiers(ctx: Context):
     """The user's classifiers where given, cached or newly trained ones otherwise; all scored on test."""
     nets, acc = coherence_classifiers(ctx.train, ctx.test, ctx.out / "classifiers", ctx.options.classifier_epochs,
-                                      ctx.options.seed, ctx.device, given=ctx.classifiers, log=ctx.log)
+                                      ctx.options.seed, ctx.device, given=ctx.classifiers, log=ctx.log,
+                                      patience=ctx.options.classifier_patience)
     ctx.classifiers = nets
     ctx.results["classifier_accuracy"] = acc
     return nets
@@ -97,10 +99,11 @@ def _classifiers(ctx: Context):
 @register_metric("coherence")
 def _coherence(ctx: Context) -> None:
     if not ctx.labelled:
-        for key in ("cross_coherence", "joint_coherence", "classifier_accuracy", "synergy"):
+        for key in ("cross_coherence", "cross_coherence_mean", "joint_coherence", "classifier_accuracy", "synergy"):
             ctx.results[key] = None
             ctx.refused[key] = NO_LABELS.format(what=key.replace("_", " "))
         return
+    user_given = set(ctx.classifiers or {})
     nets = _classifiers(ctx)
     classes = int(ctx.test.num_classes or 2)
     weak = [m for m, a in (ctx.results.get("classifier_accuracy") or {}).items()
@@ -111,9 +114,14 @@ def _coherence(ctx: Context) -> None:
                                     f"--classifier-epochs, or pass your own)")
     else:
         ctx.notes["classifiers"] = None  # clears a warning left by an earlier evaluation
-    cross, notes = coh.cross_coherence(ctx.model, ctx.test, nets, ctx.device)
+    cross, notes = coh.cross_coherence(ctx.model, ctx.test, nets, ctx.device, sample=True, seed=ctx.options.seed)
     ctx.results["cross_coherence"] = cross
+    ctx.results["cross_coherence_mean"], _ = coh.cross_coherence(ctx.model, ctx.test, nets, ctx.device, sample=False)
     ctx.notes.update({f"cross_coherence {k}": v for k, v in notes.items()})
+    given = sorted(user_given & set(nets))
+    ctx.results["protocol"] = {**coh.PROTOCOL, "classifiers": (
+        protocol_text(ctx.options.classifier_epochs, ctx.options.classifier_patience)
+        + ("" if not given else f"; user-given classifiers for {', '.join(given)}"))}
     ctx.results["joint_coherence"] = coh.joint_coherence(ctx.model, nets, ctx.options.joint_samples,
                                                          seed=ctx.options.seed)
     syn = coh.synergy(cross, ctx.test.modalities)

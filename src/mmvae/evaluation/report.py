@@ -17,8 +17,9 @@ def summary_rows(record: dict) -> list[tuple[str, str]]:
     rows = []
     for m, v in (record.get("classifier_accuracy") or {}).items():
         rows.append((f"classifier accuracy {m}", _num(v)))
+    means = record.get("cross_coherence_mean") or {}
     for key, v in (record.get("cross_coherence") or {}).items():
-        rows.append((f"coherence {key}", _num(v)))
+        rows.append((f"coherence {key}", _num(v) + (f"  (from the mean {_num(means[key])})" if key in means else "")))
     if record.get("joint_coherence") is not None:
         rows.append(("joint coherence", _num(record["joint_coherence"])))
     syn = record.get("synergy")
@@ -70,10 +71,17 @@ def write_report(record: dict, path: Path) -> Path:
                   "Classifiers (one per modality, trained on the training split) judge generations. "
                   "Their own test accuracy bounds what coherence can show:", ""]
         lines += _md_table(("modality", "classifier test accuracy"), list(record["classifier_accuracy"].items()))
+    protocol = record.get("protocol") or {}
+    if protocol.get("classifiers"):
+        lines += [f"Classifier training: {protocol['classifiers']}.", ""]
     if record.get("cross_coherence"):
-        lines += ["Cross coherence S->t: fraction of test rows whose generation of t from S (decoded posterior "
-                  "mean) is classified as the row's label.", ""]
-        lines += _md_table(("given -> generated", "coherence"), list(record["cross_coherence"].items()))
+        means = record.get("cross_coherence_mean") or {}
+        lines += ["Cross coherence S->t: fraction of test rows whose generation of t from S is classified as the "
+                  "row's label. **coherence**: " + protocol.get("cross_coherence", "one posterior sample per row")
+                  + "; **from the mean**: " + protocol.get("cross_coherence_mean", "the posterior mean decoded")
+                  + ".", ""]
+        lines += _md_table(("given -> generated", "coherence", "from the mean"),
+                           [(k, v, means.get(k)) for k, v in record["cross_coherence"].items()])
     if record.get("joint_coherence") is not None:
         n = record.get("settings", {}).get("joint_samples", "?")
         lines += [f"Joint coherence (all classifiers agree on modalities decoded from one z ~ p(z), {n} samples): "
