@@ -77,16 +77,22 @@ def cross_coherence(model, test: MultimodalDataset, classifiers: Mapping[str, Ca
 
 @torch.no_grad()
 def joint_coherence(model, classifiers: Mapping[str, Callable], n: int = 10000, batch_size: int = 1000,
-                    seed: int = 0) -> float:
-    """Fraction of prior samples whose generated modalities all receive the same class."""
+                    seed: int = 0, predictions: dict | None = None) -> float:
+    """Fraction of prior samples whose generated modalities all receive the same class. ``predictions``, if
+    given, receives each modality's predicted classes (for the chance level of ``chance.joint_chance``)."""
     names = list(classifiers)
     torch.manual_seed(seed)
     agree = 0
+    chunks: dict[str, list] = {m: [] for m in names}
     for i in range(0, n, batch_size):
         b = min(batch_size, n - i)
         out = model.generate(b, names)
         preds = torch.stack([predict(classifiers[m], out[m]).cpu() for m in names])
         agree += int((preds == preds[:1]).all(0).sum())
+        for m, p in zip(names, preds):
+            chunks[m].append(p)
+    if predictions is not None:
+        predictions.update({m: torch.cat(v) for m, v in chunks.items()})
     return agree / n
 
 

@@ -16,6 +16,7 @@ from typing import Callable, Mapping
 import torch
 
 from ..errors import UserError
+from . import chance as ch
 from . import coherence as coh
 from . import likelihood as ll
 from . import pictures
@@ -56,6 +57,7 @@ class Context:
     notes: dict = field(default_factory=dict)
     refused: dict = field(default_factory=dict)
     pictures: dict = field(default_factory=dict)
+    chance: dict = field(default_factory=dict)   # chance levels of the figures computed (metrics.json "chance")
 
     @property
     def labelled(self) -> bool:
@@ -122,8 +124,11 @@ def _coherence(ctx: Context) -> None:
     ctx.results["protocol"] = {**coh.PROTOCOL, "classifiers": (
         protocol_text(ctx.options.classifier_epochs, ctx.options.classifier_patience)
         + ("" if not given else f"; user-given classifiers for {', '.join(given)}"))}
+    ctx.chance["accuracy"] = ch.label_chance(ctx.test.label, classes)
+    predictions: dict = {}
     ctx.results["joint_coherence"] = coh.joint_coherence(ctx.model, nets, ctx.options.joint_samples,
-                                                         seed=ctx.options.seed)
+                                                         seed=ctx.options.seed, predictions=predictions)
+    ctx.chance["joint_coherence"] = ch.joint_chance(predictions, classes)
     syn = coh.synergy(cross, ctx.test.modalities)
     ctx.results["synergy"] = syn
     if syn is None:
@@ -138,6 +143,7 @@ def _latent(ctx: Context) -> None:
         return
     ctx.results["latent_accuracy"] = latent_accuracy(ctx.model, ctx.train, ctx.test, ctx.device,
                                                      ctx.options.probe_rows, ctx.options.seed)
+    ctx.chance["accuracy"] = ch.label_chance(ctx.test.label, int(ctx.test.num_classes or int(ctx.test.label.max()) + 1))
 
 
 @register_metric("likelihood")
@@ -154,6 +160,9 @@ def _likelihood(ctx: Context) -> None:
     per_row = ll.log_likelihoods(model, test, opts.k, opts.row_chunk, opts.sample_chunk, opts.seed, ctx.device)
     summary = ll.summarise(per_row, test.modalities, opts.k)
     ctx.results["log_likelihood"] = summary
+    uniform = {m: ch.uniform_log_likelihood(spec, test.data[m][test.mask[m]] if spec.kind == "text" else None)
+               for m, spec in test.specs.items()}
+    ctx.chance["log_likelihood"] = {m: u for m, u in uniform.items() if u is not None}
     own = callable(getattr(model, "log_likelihood", None))
     how = (f"the model's own estimator ({type(model).__name__}.log_likelihood) with K = {opts.k}" if own else
            f"importance sampling with K = {opts.k} samples of the fused posterior given the conditioning modalities")
@@ -257,8 +266,10 @@ def evaluate_model(model, train, test, out: Path, metrics: list[str] | None = No
         METRICS[name](ctx)
         timings[name] = round(time.perf_counter() - start, 3)
     record.update(info or {})
+    record.setdefault("test_rows", len(test))    # the n of the chance flags' standard errors
+    record.setdefault("train_rows", len(train))
     record.update(ctx.results)
-    for key in ("notes", "refused", "pictures"):
+    for key in ("notes", "refused", "pictures", "chance"):
         merged = dict(record.get(key, {}))
         merged.update(getattr(ctx, key))
         record[key] = {k: v for k, v in merged.items() if v is not None}
