@@ -40,6 +40,8 @@ class Options:
     probe_rows: int = 5000           # training rows for the linear probe
     relatedness_rows: int = 1000
     tsne_rows: int = 300             # test rows per modality in the t-SNE picture
+    cca_rows: int = 5000             # training pairs the image-text CCA is fitted on
+    cca_test_rows: int = 1000        # test pairs it scores (joint pairs: as many prior samples)
     seed: int = 0
 
 
@@ -173,6 +175,23 @@ def _likelihood(ctx: Context) -> None:
     if len(test.modalities) > 1 and (joint is None or not math.isfinite(joint)):
         ctx.notes["log_likelihood"] += (f"; {type(model).__name__} gives no joint log p(X), so the joint and the "
                                         f"conditionals are null")
+
+
+@register_metric("cca")
+def _cca(ctx: Context) -> None:
+    from .cca import image_text_cca
+
+    opts = ctx.options
+    result = image_text_cca(ctx.model, ctx.train, ctx.test, ctx.device, opts.cca_rows, opts.cca_test_rows,
+                            opts.cca_test_rows, opts.seed)
+    ctx.results["cca"] = result
+    if result is None:
+        kinds = ", ".join(f"{m} ({s.kind})" for m, s in ctx.test.specs.items())
+        ctx.notes["cca"] = f"needs an image-like (image or vector) and a text modality; this run has {kinds}"
+        return
+    ctx.notes["cca"] = None
+    ctx.chance["cca"] = {"value": result["shuffled"],
+                         "rule": "the score of real test images with the captions of other rows (seeded permutation)"}
 
 
 @register_metric("relatedness")

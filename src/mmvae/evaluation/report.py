@@ -83,6 +83,12 @@ def summary_rows(record: dict) -> list[tuple[str, str]]:
         for key, v in quantities:
             rows.append(_text_row(f"log p({key})", v, _uniform(record, _ll_targets(key, names)), accuracy=False,
                                   digits=2))
+    cca = record.get("cca")
+    if cca:
+        for key in ("real", "image_to_text", "text_to_image", "joint"):
+            if cca.get(key) is not None:
+                rows.append(_text_row(f"CCA correlation {key.replace('_', ' ')}", cca[key], _chance(record, "cca"),
+                                      accuracy=False))
     rel = record.get("relatedness")
     if rel:
         for pair, s in rel["pairs"].items():
@@ -120,6 +126,8 @@ def _chance_section(record: dict) -> list[str]:
         lines.append(f"* joint coherence: {_num(chance['joint_coherence']['value'])}, {chance['joint_coherence']['rule']}")
     for m, u in (chance.get("log_likelihood") or {}).items():
         lines.append(f"* log p({m}) and log p({m} | ·): {_num(u['value'], 2)} nats, {u['rule']}")
+    if "cca" in chance:
+        lines.append(f"* CCA correlation: {_num(chance['cca']['value'])}, {chance['cca']['rule']}")
     return lines + [""]
 
 
@@ -186,6 +194,16 @@ def write_report(record: dict, path: Path) -> Path:
             rows.append((f"log p({key})", _marked(v, uniform, accuracy=False, fmt=lambda x: _num(x, 2)),
                          _num(uniform, 2)))
         lines += _md_table(("quantity", "nats", "uniform"), rows)
+    cca = record.get("cca")
+    if cca:
+        chance = _chance(record, "cca")
+        lines += ["## CCA correlation (image–text)", "", cca.get("definition", ""), ""]
+        names = {"real": "real test pairs", "image_to_text": "image → generated text",
+                 "text_to_image": "generated image → text", "joint": "joint generation from p(z)",
+                 "shuffled": "real images with shuffled captions"}
+        lines += _md_table(("pairs", "correlation", "chance"),
+                           [(names[k], _marked(cca[k], chance, accuracy=False) if k != "shuffled" else _num(cca[k]),
+                             chance) for k in names if cca.get(k) is not None])
     rel = record.get("relatedness")
     if rel:
         lines += ["## Relatedness", "",
