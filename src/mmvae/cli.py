@@ -18,14 +18,22 @@ several GPUs or nodes: torchrun --nproc_per_node N -m mmvae train ...  (docs/dis
 
 
 def _train(args) -> int:
-    from .train.trainer import read_run_config, train
+    from .train.trainer import train
 
     cfg = Config()
     if args.resume and args.out:
-        # Continue with the run's own settings (epochs, device, amp...) unless given again; the slice
-        # limits --max-steps / --time-limit belong to one invocation and start unset.
-        cfg = Config.from_dict(read_run_config(Path(args.out))["config"])
+        # Continue with the run's own settings unless given again (safe ones only: train/resume.py);
+        # the slice limits --max-steps / --time-limit belong to one invocation and start unset.
+        from .runs import read_run
+
+        cfg = Config.from_dict(read_run(Path(args.out))["config"])
         cfg.max_steps, cfg.time_limit = 0, 0.0
+    if args.preset:
+        from .presets import apply_preset
+
+        if args.resume:
+            raise UserError("--preset does not go with --resume: the run folder's config.json already holds its settings")
+        apply_preset(cfg, args.preset, dataset=args.dataset)   # explicit flags and --set below override it
     for key in ("model", "dataset", "epochs", "batch_size", "lr", "latent_dim", "seed", "out", "device",
                 "max_steps", "time_limit"):
         value = getattr(args, key)
@@ -67,7 +75,11 @@ def _sample(args) -> int:
     out = Path(args.out) if args.out else run.path / "samples.png"
     if not out.parent.is_dir():
         raise UserError(f"cannot write {out}: folder {out.parent} does not exist")
-    sample_grid(run.model, run.dataset().test, out, n=args.n)
+    test = run.dataset().test
+    try:
+        sample_grid(run.model, test, out, n=args.n)
+    except OSError as e:
+        raise UserError(f"cannot write {out} ({e.strerror}): give --out FILE.png in a writable folder") from None
     print(out)
     return 0
 
@@ -91,6 +103,13 @@ def _datasets(args) -> int:
     return 0
 
 
+def _presets(args) -> int:
+    from .presets import describe
+
+    print(describe(args.name))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mmvae", description="Multimodal variational autoencoders.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -111,8 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop (resumably) after this many seconds of training in this invocation")
     t.add_argument("--data-dir", dest="data_dir", metavar="DIR",
                    help="folder with the dataset's files (DIR/<dataset>/ or DIR), used as is: no download")
-    t.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
+    t.add_argument("--resume", action="store_true",
+                   help="continue the run in --out exactly where it stopped; --lr, --epochs, --max-steps, "
+                        "--time-limit and training-only --set keys may change (recorded in metrics.jsonl)")
     t.add_argument("--set", action="append", metavar="KEY=VALUE", help="any other option (repeatable)")
+    t.add_argument("--preset", metavar="NAME", help="start from a paper's published setting (see `mmvae presets`); "
+                   "flags and --set override it")
     t.set_defaults(func=_train)
     s = sub.add_parser("sample", help="draw the sample grid of a trained run")
     s.add_argument("run")
@@ -121,6 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_sample)
     sub.add_parser("models", help="list the models").set_defaults(func=_models)
     sub.add_parser("datasets", help="list the datasets and whether their data is here").set_defaults(func=_datasets)
+    ps = sub.add_parser("presets", help="list the paper presets (mmvae train --preset NAME), or show one")
+    ps.add_argument("name", nargs="?", help="a preset to show in full")
+    ps.set_defaults(func=_presets)
     _add_optional_commands(sub)
     return p
 
