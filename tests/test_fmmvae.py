@@ -298,6 +298,15 @@ def test_cross_generation_is_the_mmvae_decoding_the_sources_shared_code(gen):
         torch.testing.assert_close(model.translate({"a": x["a"]}, ["b"], sample=True)["b"], sampled)
 
 
+def test_learned_prior_for_the_mmvae_and_each_unimodal_vae(gen):
+    model = fmmvae(VECTOR_SPECS, "prior=learned")
+    assert model.prior_kind == "learned" and model.private.prior_kind == "learned"
+    loss, _ = model.loss(random_batch(VECTOR_SPECS, 6, gen))
+    loss.backward()
+    learned = [p for n, p in model.named_parameters() if "latent_prior" in n]
+    assert len(learned) == 2 and all(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in learned)
+
+
 def test_options_are_validated():
     with pytest.raises(UserError, match="temperature"):
         fmmvae(VECTOR_SPECS, "temperature=0")

@@ -27,6 +27,7 @@ from torch.distributions import Distribution
 
 from ..config import Config
 from ..data.batch import Batch
+from ..distributions.prior import prior_kind
 from ..errors import UserError
 from ..fusion.fusions import mixture_of_experts
 from ..fusion.mixture import DiagonalMixture
@@ -72,11 +73,13 @@ class FactorisedMMVAE(MultimodalVAE):
                  decoders: Mapping[str, nn.Module] | None = None,
                  private_encoders: Mapping[str, nn.Module] | None = None,
                  private_decoders: Mapping[str, nn.Module] | None = None, likelihoods=None, scales=None,
-                 default_scale: float = 0.75, weights=None, beta: float = 1.0):
+                 default_scale: float = 0.75, weights=None, beta: float = 1.0, prior: str | None = None):
         """``encoders``/``decoders`` replace the MMVAE's networks (x -> (N, shared_dim) heads; (N,
-        shared_dim) -> parameters), ``private_encoders``/``private_decoders`` the unimodal VAEs'."""
+        shared_dim) -> parameters), ``private_encoders``/``private_decoders`` the unimodal VAEs'.
+        ``prior``: standard, learned or learned-loc-scale, for the MMVAE and for each unimodal VAE (each
+        its own parameters, as each of the source's VAEs has its own ``_pz_params``)."""
         common = dict(posterior=posterior, likelihoods=likelihoods, scales=scales, default_scale=default_scale,
-                      hidden=hidden, beta=beta)
+                      hidden=hidden, beta=beta, prior=prior)
         super().__init__(specs, int(shared_dim), mixture_of_experts, objective, stratified=True, weights=weights,
                          encoders=encoders, decoders=decoders, **common)
         # The source's unimodal VAEs are standalone VAEs: likelihood weight 1 (no rescaling).
@@ -171,10 +174,11 @@ def build_fmmvae(specs, cfg: Config, encoders=None, decoders=None) -> Factorised
                         f"({cfg.latent_dim}); drop private_dim or use --set contrast=infonce")
     try:
         estimator = make_estimator(cfg.objective, cfg.k, cfg.kl)
+        cfg.prior = prior_kind(cfg.prior)               # the resolved name is what config.json keeps
         return FactorisedMMVAE(specs, cfg.latent_dim, private_dim,
                                FactorisedObjective(estimator, contrast, weight, temperature),
                                posterior=cfg.posterior, likelihoods=cfg.likelihood, scales=cfg.scale,
                                default_scale=cfg.default_scale, weights=cfg.weights, hidden=cfg.hidden,
-                               beta=cfg.beta, encoders=encoders, decoders=decoders)
+                               beta=cfg.beta, encoders=encoders, decoders=decoders, prior=cfg.prior)
     except ValueError as e:
         raise UserError(str(e)) from None
