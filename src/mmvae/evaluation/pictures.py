@@ -174,30 +174,51 @@ def class_dendrogram(matrix, pair: str, path: Path) -> Path:
     return _save(fig, path)
 
 
-def latent_embedding(latents: dict[str, torch.Tensor], labels: torch.Tensor | None, path: Path,
-                     seed: int = 0) -> Path:
-    """t-SNE (scikit-learn) of test latent means of every modality together: colour = label,
-    marker = modality."""
+def latent_embedding_figure(latents: dict[str, torch.Tensor], labels: torch.Tensor | None, seed: int = 0,
+                            class_names: list[str] | None = None):
+    """The t-SNE figure (scikit-learn) of test latent means of every modality together: colour = label,
+    with a legend saying which colour is which class (a colour bar above 20 classes); marker = modality."""
     import numpy as np
+    from matplotlib.lines import Line2D
     from sklearn.manifold import TSNE
 
     names = list(latents)
     z = torch.cat([latents[m] for m in names]).numpy()
     which = np.concatenate([np.full(len(latents[m]), i) for i, m in enumerate(names)])
     xy = TSNE(2, init="pca", perplexity=min(30.0, max(2.0, (len(z) - 1) / 3)), random_state=seed).fit_transform(z)
-    fig, ax = plt.subplots(figsize=(5.5, 5))
+    fig, ax = plt.subplots(figsize=(6.4, 5))
     markers = "o^sDvP*Xh<>"
     colour = None if labels is None else np.tile(labels.numpy(), len(names))
+    classes = 0 if colour is None else max(int(colour.max()) + 1, len(class_names or ()))
+    cmap = plt.get_cmap("tab10" if classes <= 10 else "tab20" if classes <= 20 else "viridis")
+    top = max(9, classes - 1) if classes <= 10 else max(19, classes - 1) if classes <= 20 else classes - 1
+    scatter = None
     for i, m in enumerate(names):
         sel = which == i
-        ax.scatter(xy[sel, 0], xy[sel, 1], s=9, marker=markers[i % len(markers)], label=m, alpha=0.7,
-                   c=None if colour is None else colour[sel], cmap="tab10" if colour is not None else None,
-                   vmin=None if colour is None else 0, vmax=None if colour is None else max(9, int(colour.max())))
-    legend = ax.legend(fontsize=8, markerscale=2, title="modality", title_fontsize=8)
+        scatter = ax.scatter(xy[sel, 0], xy[sel, 1], s=9, marker=markers[i % len(markers)], label=m, alpha=0.7,
+                             c=None if colour is None else colour[sel], cmap=cmap if colour is not None else None,
+                             vmin=None if colour is None else 0, vmax=None if colour is None else top)
+    legend = ax.legend(fontsize=8, markerscale=2, title="modality", title_fontsize=8, loc="upper left",
+                       bbox_to_anchor=(1.01, 1.0))
     for handle in legend.legend_handles:  # markers in grey: the colours mean labels, not modalities
         handle.set_color("0.4")
+    if colour is not None and classes <= 20:
+        ax.add_artist(legend)
+        names_of = class_names or [str(c) for c in range(classes)]
+        patches = [Line2D([], [], marker="o", linestyle="", markersize=6, color=cmap(c / top if top else 0),
+                          label=names_of[c]) for c in range(classes)]
+        ax.legend(handles=patches, fontsize=8, title="label", title_fontsize=8, loc="lower left",
+                  bbox_to_anchor=(1.01, 0.0), ncol=1 if classes <= 10 else 2)
+    elif colour is not None and scatter is not None:
+        fig.colorbar(scatter, ax=ax, fraction=0.046, label="label")
     ax.set_xticks([])
     ax.set_yticks([])
     ax.set_title("t-SNE of test latent means" + ("" if labels is None else " (colour: label)"), fontsize=9)
-    fig.tight_layout()
-    return _save(fig, path)
+    fig.tight_layout(rect=(0, 0, 0.8, 1))  # the legends sit to the right of the axes
+    return fig
+
+
+def latent_embedding(latents: dict[str, torch.Tensor], labels: torch.Tensor | None, path: Path,
+                     seed: int = 0, class_names: list[str] | None = None) -> Path:
+    """``latent_embedding_figure`` written to ``path``."""
+    return _save(latent_embedding_figure(latents, labels, seed, class_names), path)
