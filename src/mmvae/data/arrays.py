@@ -171,16 +171,12 @@ def arrays_to_splits(arrays: dict[str, np.ndarray], seed: int = 0, source: str =
         raise UserError(f"'{source}': the split leaves no training or no test rows: use both 0 and 1 in split")
     full = MultimodalDataset(specs, data, {k: torch.from_numpy(v) for k, v in masks.items()}, label,
                              description=f"user data from {source}")
+    # Partially observed test rows stay: each metric uses the rows that observe what it needs
+    # (cross coherence S->t the rows observing S, log p(x_S) the rows observing S, ...).
     train, tst = full.subset(torch.nonzero(~test).squeeze(1)), full.subset(torch.nonzero(test).squeeze(1))
-    if any(not bool(tst.mask[k].all()) for k in names):
-        # Test rows are always complete: evaluation needs every modality.
-        keep = torch.stack([tst.mask[k] for k in names], 1).all(1)
-        if not bool(keep.any()):
-            never = [k for k in names if not bool(tst.mask[k].any())]
-            which = f"modality {', '.join(repr(k) for k in never)}" if never else "some modality"
-            raise UserError(f"'{source}': every test row misses {which}, so nothing could be evaluated or drawn: "
-                            f"test rows must observe every modality (fix mask_* or the split array)")
-        tst = tst.subset(torch.nonzero(keep).squeeze(1))
+    none = ~torch.stack([tst.mask[k] for k in names], 1).any(1)
+    if bool(none.any()):   # a row observing nothing carries nothing to evaluate
+        tst = tst.subset(torch.nonzero(~none).squeeze(1))
     return DatasetSplits(train, tst, name=str(source))
 
 

@@ -27,7 +27,6 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from ..config import FORMAT_VERSION, Config
 from ..data.dataset import DatasetSplits, validation_split
@@ -36,6 +35,7 @@ from ..data.registry import check_split_names, load_dataset, resolve_dataset_pat
 from ..errors import UserError
 from ..data.select import select_modalities
 from ..models.registry import build_model, modalities_for
+from ..progress import Progress as ProgressLine, duration
 from . import distributed
 from .checkpoint import (BEST, CONFIG, METRICS, STATE, WEIGHTS, default_run_dir, state_writer, weights_writer,
                          write_json)
@@ -44,6 +44,7 @@ from . import integrity, resume as resuming
 from .run_folder import RunFolder
 from .data_checks import check_training_data
 from .options import AMP_DTYPES, check_run_options, pick_device
+from .tensorboard import check_log_option
 from .schedule import kl_weight
 
 class TrainingDiverged(RuntimeError):
@@ -96,6 +97,8 @@ class Trainer:
             self._restore_config()
             cfg = self.cfg
         check_run_options(cfg)
+        check_log_option(cfg.log)
+        self.tb = None                      # TensorBoard view of metrics.jsonl (--set log=tensorboard)
         torch.manual_seed(cfg.seed)
         self.device = distributed.device_for(self.dist, pick_device(cfg.device))
         self.splits = splits or load_dataset(cfg.dataset, seed=cfg.seed, **cfg.data)
@@ -204,6 +207,8 @@ class Trainer:
     def _log(self, record: dict) -> None:
         if not self.dist.is_main:
             return
+        if self.tb is not None:
+            self.tb.record(record)
         try:
             with open(self.out / METRICS, "a") as f:
                 f.write(json.dumps(record) + "\n")
@@ -250,6 +255,13 @@ class Trainer:
             self._log(event)
             if point.rewrite_weights:
                 integrity.commit(self.out, {WEIGHTS: weights_writer(self.model, self.good["progress"])})
+        p = self.progress
+        if self.dist.is_main:   # on stdout, like "run folder:": stderr stays one line if the run then fails
+            print(f"resuming {self.out} from epoch {p.epoch + 1}/{self.cfg.epochs}, step {p.step_in_epoch}/"
+                  f"{self.steps_per_epoch} of that epoch (global step {p.global_step})"
+                  if p.epoch < self.cfg.epochs else
+                  f"{self.out} has already trained its {self.cfg.epochs} epochs (global step {p.global_step}): "
+                  f"raise --epochs to train longer", flush=True)
 
     def _save_overrides(self) -> None:
         """config.json keeps the settings the run continues with (later slices continue with them too)."""
@@ -274,6 +286,8 @@ class Trainer:
             raise
         finally:
             self.folder.close()
+            if self.tb is not None:
+                self.tb.close()
             if self.dist.active:
                 # DDP's reducer holds the process group; if it dropped the last reference (as the trainer
                 # is freed), gloo's destructor would join its worker thread with the GIL held, which can
@@ -296,6 +310,10 @@ class Trainer:
             self._checkpoint()
             if self.dist.is_main:
                 self._write_config()
+        if cfg.log == "tensorboard" and self.dist.is_main:
+            from .tensorboard import TensorBoardLog
+
+            self.tb = TensorBoardLog(self.out)
         self.started = time.time()
         while self.progress.epoch < cfg.epochs:
             if not self._run_epoch():
@@ -380,10 +398,9 @@ class Trainer:
         """One epoch from wherever progress stands; False if cut by max_steps / time_limit."""
         cfg, p = self.cfg, self.progress
         epoch = p.epoch
+        stop = False
         self.model.train()
-        show = (sys.stderr.isatty() if self.show_progress is None else self.show_progress) and self.dist.is_main
-        bar = tqdm(total=self.steps_per_epoch, initial=p.step_in_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                   leave=False, disable=not show, dynamic_ncols=True)
+        bar = self._progress_line(epoch)
         t0 = time.time()
         for index in self._global_batches(epoch, p.step_in_epoch):
             beta = kl_weight(p.global_step, self.steps_per_epoch, cfg.warmup, cfg.beta)
@@ -393,16 +410,16 @@ class Trainer:
                 self._diverged(epoch, what)
                 return True  # the caller's loop continues from the restored position
             bar.update(1)
-            if p.sums.get("rows"):
-                bar.set_postfix(loss=f"{p.sums['loss'] / p.sums['rows']:.2f}", beta=f"{beta:.2f}")
             if (cfg.max_steps and p.global_step >= cfg.max_steps) or over:
+                if p.step_in_epoch >= self.steps_per_epoch:   # cut on the epoch's end: finish the epoch first
+                    stop = True
+                    break
                 bar.close()
                 if not self._params_finite():
                     self._diverged(epoch, "parameter")
                     return True
                 self._checkpoint()
-                self._say(f"stopped at step {p.global_step} (epoch {epoch + 1}, step {p.step_in_epoch}); "
-                          f"continue with: mmvae train --resume --out {self.out}")
+                self._stopped()
                 return False
         bar.close()
         if not self._params_finite():
@@ -426,10 +443,46 @@ class Trainer:
         if improved and self.dist.is_main:
             integrity.commit(self.out, {BEST: weights_writer(self.model, p.__dict__)})
         self._checkpoint()
+        if self.tb is not None:
+            self.tb.samples(self.model, self.splits.test, p.global_step, cfg.seed)
+        left = cfg.epochs - p.epoch
         self._say(f"epoch {p.epoch}/{cfg.epochs}  train loss {train_logs.get('train_loss', float('nan')):.3f}"
                   + (f"  val loss {val['val_loss']:.3f}" if "val_loss" in val else "")
-                  + f"  ({record['seconds']:.1f}s)")
+                  + f"  ({record['seconds']:.1f}s" + (f", ETA {duration(left * record['seconds'])})" if left else ")"))
+        if stop and p.epoch < cfg.epochs:
+            self._stopped()
+            return False
         return True
+
+    def _stopped(self) -> None:
+        """A run cut by max_steps / time_limit (after its checkpoint): say how to go on, draw samples.png."""
+        p = self.progress
+        where = f"end of epoch {p.epoch}" if p.step_in_epoch == 0 else f"epoch {p.epoch + 1}, step {p.step_in_epoch}"
+        self._say(f"stopped at step {p.global_step} ({where}); "
+                  f"continue with: mmvae train --resume --out {self.out}")
+        if self.dist.is_main:
+            self._finish()
+
+    def _progress_line(self, epoch: int) -> ProgressLine:
+        """The live line inside an epoch (mmvae.progress): steps, rate, the epoch's and the run's ETA."""
+        p, cfg = self.progress, self.cfg
+
+        def postfix() -> dict:
+            out = {}
+            if p.sums.get("rows"):
+                out["loss"] = f"{p.sums['loss'] / p.sums['rows']:.2f}"
+            out["beta"] = f"{kl_weight(p.global_step, self.steps_per_epoch, cfg.warmup, cfg.beta):.2f}"
+            left = cfg.epochs * self.steps_per_epoch - p.global_step
+            if cfg.max_steps:
+                left = min(left, cfg.max_steps - p.global_step)
+            if bar.rate > 0 and left > self.steps_per_epoch - p.step_in_epoch:
+                out["run ETA"] = duration(left / bar.rate)
+            return out
+
+        bar = ProgressLine(self.steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", unit="steps",
+                           initial=p.step_in_epoch, postfix=postfix,
+                           enabled=self.show_progress if self.dist.is_main else False)
+        return bar
 
     def _params_finite(self) -> bool:
         flat = [v.detach().reshape(-1).float() for v in self.model.state_dict().values() if v.is_floating_point()]
@@ -484,8 +537,12 @@ class Trainer:
         return {"val_loss": sums["total"] / max(sums["rows"], 1)}
 
     def _finish(self) -> None:
+        """samples.png, for models that translate and generate (a user's bare nn.Module may not)."""
         from ..evaluation.pictures import sample_grid
 
+        if not all(callable(getattr(self.model, f, None)) for f in ("translate", "generate")) or len(self.splits.test) == 0:
+            self._say("samples.png not drawn: the model has no translate/generate, or there are no test rows")
+            return
         self.model.eval()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.cfg.seed)
