@@ -11,11 +11,14 @@ Synthetic data: images uniform in [0, 1], one-hot labels (the cost of dense netw
 the values).
 
 Contenders: ``mmvae`` (library defaults; on CPU ``vectorise=auto`` runs the per-modality loop),
+``mmvae-fused`` (the same with the optimizer mmvae's Trainer uses: fused Adam; the other bare loops use
+torch.optim.Adam's default implementation),
 ``mmvae-vec`` (``vectorise=true``), ``multivae`` (MultiVae with the very same modules wrapped in pythae's
 Base{En,De}coder), ``multivae-textbook`` (the same weights in modules that run the textbook
 ``nn.Sequential`` forward, i.e. what MultiVae's own PolyMNIST/SVHN networks do), ``hand`` (a minimal
 PyTorch loss written for that model alone, each network called once per step on a concatenated batch)
-and ``trainer`` (``mmvae.train.Trainer``, one epoch per fit). All start from the same weights.
+``trainer-step`` (``Trainer._step`` alone: the Trainer's per-step work, with its optimizer) and ``trainer``
+(``mmvae.train.Trainer``, a fit of a few epochs). All start from the same weights.
 """
 from __future__ import annotations
 
@@ -37,12 +40,12 @@ from torch.distributions import Laplace
 import mmvae
 from mmvae.data.dataset import DatasetSplits, ModalitySpec, MultimodalDataset
 from mmvae.nets.conv import ConvDecoder, ConvEncoder
-from mmvae.train.trainer import LossModule, Trainer
+from mmvae.train.trainer import LossModule, Trainer, make_adam
 
 LATENT, HIDDEN, BATCH = 20, 512, 128
 SCALE = 0.75          # Laplace likelihood scale (mmvae's default)
 MODELS = ("mvae", "mmvae-elbo", "mmvae-dreg10", "mopoe")
-IMPLS = ("mmvae", "mmvae-vec", "multivae", "multivae-textbook", "hand", "trainer")
+IMPLS = ("mmvae", "mmvae-fused", "mmvae-vec", "multivae", "multivae-textbook", "hand", "trainer-step", "trainer")
 
 
 @dataclass(frozen=True)
@@ -299,8 +302,8 @@ class Hand(nn.Module):
 CLOCKS = {"cpu": time.process_time, "wall": time.perf_counter}
 
 
-def make_step(loss_fn, params, sync=None):
-    opt = torch.optim.Adam(params, lr=1e-3)
+def make_step(loss_fn, params, optimizer=torch.optim.Adam):
+    opt = optimizer(params, lr=1e-3)
 
     def step(idx):
         loss = loss_fn(idx)
@@ -324,16 +327,29 @@ class Contender:
     and returns (rows, seconds) by ``clock``; ``sync`` waits for the device (CUDA) before reading it."""
 
     def __init__(self, impl: str, name: str, suite: Suite, nets, data: MultimodalDataset, device="cpu",
-                 clock=time.process_time, sync=None, batch_size: int = BATCH, amp: bool = False, **mmvae_options):
+                 clock=time.process_time, sync=None, batch_size: int = BATCH, amp: bool = False, epochs: int = 1,
+                 **mmvae_options):
         self.impl, self.rows, self.clock, self.sync = impl, len(data), clock, sync or (lambda: None)
-        self.batch_size = batch_size
+        self.batch_size, self.epochs = batch_size, epochs
+        optimizer = torch.optim.Adam
+        if impl == "mmvae-fused":   # the optimizer mmvae's Trainer uses (fused Adam where available)
+            optimizer, impl = make_adam, "mmvae"
         tensors = [data.data[m].to(device) for m in suite.specs]
-        if impl in ("mmvae", "mmvae-vec", "mmvae-compiled", "trainer"):
+        if impl in ("mmvae", "mmvae-vec", "mmvae-compiled", "trainer", "trainer-step"):
             vec = True if impl == "mmvae-vec" else mmvae_options.pop("vectorise", "auto")
             model, cfg = build_mmvae(name, data.specs, nets, vectorise=vec, batch_size=batch_size, **mmvae_options)
             self.model = model.to(device)
             if impl == "trainer":
                 self.cfg, self.splits = cfg, DatasetSplits(data, data.subset(torch.arange(batch_size)))
+                return
+            if impl == "trainer-step":   # Trainer._step alone: the per-step work of the Trainer
+                self._tmp = tempfile.TemporaryDirectory()
+                cfg.out, cfg.val_fraction, cfg.device = str(Path(self._tmp.name) / "run"), 0.0, str(device)
+                trainer = Trainer(cfg, splits=DatasetSplits(data, data.subset(torch.arange(batch_size))),
+                                  model=self.model, show_progress=False)
+                trainer.started = time.time()
+                self.step = lambda idx: trainer._step(idx, 1.0)
+                self.batches = shuffled_batches(self.rows, device, batch_size)
                 return
             on_device = MultimodalDataset(dict(data.specs), {m: t for m, t in zip(suite.specs, tensors)})
             call = model.loss
@@ -362,7 +378,7 @@ class Contender:
                     out = plain(idx)
                 return out.float()
 
-        self.step = make_step(loss, model.parameters())
+        self.step = make_step(loss, model.parameters(), optimizer)
         self.batches = shuffled_batches(self.rows, device, batch_size)
 
     def run(self, steps: int) -> tuple[int, float]:
@@ -377,13 +393,12 @@ class Contender:
         return sum(len(i) for i in idx), self.clock() - t0
 
     def _trainer_epoch(self) -> tuple[int, float]:
-        """One epoch of ``Trainer.fit`` (max_steps = one epoch: config, steps, one checkpoint)."""
+        """``Trainer.fit`` of ``epochs`` epochs (run folder, config, a checkpoint per epoch, samples.png)."""
         with tempfile.TemporaryDirectory() as tmp:
             cfg = copy.deepcopy(self.cfg)
-            cfg.out, cfg.epochs, cfg.val_fraction, cfg.device = str(Path(tmp) / "run"), 1, 0.0, "cpu"
-            cfg.max_steps = -(-self.rows // self.batch_size)
+            cfg.out, cfg.epochs, cfg.val_fraction, cfg.device = str(Path(tmp) / "run"), self.epochs, 0.0, "cpu"
             trainer = Trainer(cfg, splits=self.splits, model=self.model, show_progress=False)
             with contextlib.redirect_stderr(io.StringIO()):
                 t0 = self.clock()
                 trainer.fit()
-                return self.rows, self.clock() - t0
+                return self.rows * self.epochs, self.clock() - t0

@@ -120,7 +120,7 @@ class Trainer:
             raise UserError(f"--batch-size {cfg.batch_size} is smaller than ranks x grad_accum = {self.pieces}: "
                             f"every piece of a global batch needs a row")
         self.amp_dtype = AMP_DTYPES[str(cfg.amp).lower()]
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, amsgrad=cfg.amsgrad)
+        self.optimizer = make_adam(self.model.parameters(), lr=cfg.lr, amsgrad=cfg.amsgrad)
         self.progress = Progress()
         self.steps_per_epoch = self.train_data.num_batches(cfg.batch_size)
         distributed.init(self.dist, self.device)
@@ -547,6 +547,21 @@ class Trainer:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.cfg.seed)
             sample_grid(self.model, self.splits.test, self.out / "samples.png")
+
+
+def make_adam(params, **kwargs) -> torch.optim.Adam:
+    """Adam with its fused kernel (one pass over all parameters instead of about ten element-wise
+    passes per tensor: 3-4x faster steps on CPU, a third of a small MLP model's training step,
+    docs/results/speed.md) wherever every parameter is a floating tensor on a CPU or CUDA device; the
+    same update rule (Kingma & Ba 2015) as the default implementation."""
+    params = list(params)
+    fusable = bool(params) and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
+    if fusable:
+        try:
+            return torch.optim.Adam(params, fused=True, **kwargs)
+        except (RuntimeError, ValueError):  # a build without the fused kernel for this device
+            pass
+    return torch.optim.Adam(params, **kwargs)
 
 
 def _to_cpu(obj):
