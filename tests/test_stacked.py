@@ -209,3 +209,21 @@ def test_networks_vmap_cannot_run_fall_back_to_the_loop():
     loss.backward()
     assert model._encoder_groups.failed == {("m0", "m1")}
     assert all(p.grad is not None for p in model.encoders.parameters())
+
+
+def test_unweighted_reconstruction_is_one_call_without_the_training_weights():
+    """Evaluation's Σ_m log p(x_m | z) (λ_m = 1) from one reconstruction call equals scoring each
+    modality alone and dividing by its λ_m, with rows missing."""
+    from mmvae.evaluation.likelihood import unweighted_reconstruction
+
+    specs = {**_poly(2), "label": ModalitySpec("label", "categorical", (10,), "categorical", num_classes=10)}
+    torch.manual_seed(0)
+    model = build_model(specs, Config(model="mopoe", latent_dim=6, weights={"m0": 3.0, "label": 50.0})).double()
+    batch = _batch({m: s for m, s in specs.items() if m != "label"}, 5, True)
+    batch.data["label"] = torch.nn.functional.one_hot(torch.arange(5) % 10, 10).double()
+    batch.mask["label"] = torch.ones(5, dtype=torch.bool)
+    z = torch.randn(4, 5, 6, dtype=torch.float64)
+    with torch.no_grad():
+        one = unweighted_reconstruction(model, z, batch)
+        alone = sum(model.reconstruction(z.unsqueeze(0), batch.select([m]))[0] / model.weights[m] for m in specs)
+    assert one.shape == (4, 5) and torch.allclose(one, alone, rtol=1e-12, atol=1e-9)

@@ -78,8 +78,13 @@ def sample_mixture(post, u: Tensor) -> Tensor:
 
 
 def unweighted_reconstruction(model, z: Tensor, batch: Batch) -> Tensor:
-    """Σ_m log p(x_m | z) with λ_m = 1: z (K, B, D) -> (K, B). The model's reconstruction applies its
-    training weights λ_m, so each modality is scored alone and divided by its λ."""
+    """Σ_m log p(x_m | z) with λ_m = 1: z (K, B, D) -> (K, B). One call when the model's reconstruction
+    takes ``weighted=False`` (MultimodalVAE: all decoders at once, vectorised where it applies); else
+    each modality is scored alone and divided by its training weight λ."""
+    import inspect
+
+    if "weighted" in inspect.signature(model.reconstruction).parameters:
+        return model.reconstruction(z.unsqueeze(0), batch, weighted=False)[0]
     weights = getattr(model, "weights", {}) or {}
     total = z.new_zeros(z.shape[:-1])
     for m in batch.data:

@@ -170,8 +170,10 @@ class MultimodalVAE(nn.Module):
         out = self.decoders[m](z.reshape(-1, self.latent_dim))
         return out.reshape(*lead, *out.shape[1:])
 
-    def reconstruction(self, z: Tensor, batch: Batch, members: list[tuple[str, ...]] | None = None) -> Tensor:
-        """sum_m λ_m log p(x_m | z) over the modalities each row observes: z (G, K, B, D) -> (G, K, B).
+    def reconstruction(self, z: Tensor, batch: Batch, members: list[tuple[str, ...]] | None = None,
+                       weighted: bool = True) -> Tensor:
+        """sum_m λ_m log p(x_m | z) over the modalities each row observes: z (G, K, B, D) -> (G, K, B);
+        ``weighted=False``: λ_m = 1 (the true log-likelihood, for evaluation).
 
         Each decoder is called once, on the strata that score its modality (``members``); with
         vectorised experts, identically shaped decoders reading the same strata run as one call."""
@@ -192,7 +194,7 @@ class MultimodalVAE(nn.Module):
             lp = self.likelihoods[m].log_prob(out, xm)                      # (G', K, B)
             if not complete:
                 lp = lp * mask
-            if self.weights[m] != 1.0:
+            if weighted and self.weights[m] != 1.0:
                 lp = self.weights[m] * lp
             if strata is None:
                 total = total + lp
