@@ -4,7 +4,7 @@ effect over one epoch.
 For each model: the eager library step against the step compiled the way ``Trainer`` compiles it
 (``LossModule(model).compile()``, torch.compile's default inductor backend), same networks and weights.
 The first compiled step is timed alone (wall clock, and CPU time of this process plus its compile
-workers); then eager and compiled steps run in interleaved rounds (median of per-round ratios, CPU
+workers), with an empty inductor cache (a fresh ``TORCHINDUCTOR_CACHE_DIR``) unless ``--warm-cache``; then eager and compiled steps run in interleaved rounds (median of per-round ratios, CPU
 time by default). "One epoch" is the suite's epoch (bench/contenders.py): eager epoch time against
 compile time + compiled epoch time.
 
@@ -13,10 +13,12 @@ compile time + compiled epoch time.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import resource
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -49,7 +51,8 @@ def measure(suite, name, reps, block, seed, clock):
     return {"steady": ratio(speeds["compiled"], speeds["eager"]), "first_wall": first_wall, "first_cpu": first_cpu,
             "eager_step": eager_epoch / steps, "steps": steps,
             "epoch": eager_epoch / (compiled_epoch + first_wall), "speeds": speeds,
-            "break_even": first_wall / max(eager_epoch / steps - compiled_epoch / steps, 1e-12)}
+            "break_even": first_wall / (eager_epoch / steps * (1 - 1 / ratio(speeds["compiled"], speeds["eager"])))
+            if ratio(speeds["compiled"], speeds["eager"]) > 1 else math.inf}
 
 
 def main(argv=None):
@@ -61,7 +64,11 @@ def main(argv=None):
     ap.add_argument("--clock", choices=list(CLOCKS), default="cpu")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="docs/results/speed-compile.md")
+    ap.add_argument("--warm-cache", action="store_true",
+                    help="keep inductor's on-disk cache (default: a fresh one, so every compile is a first compile)")
     args = ap.parse_args(argv)
+    if not args.warm_cache:   # before the first compile reads it
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="inductor-")
     torch.set_num_threads(1)
     torch.distributions.Distribution.set_default_validate_args(False)
     t0, load = time.time(), os.getloadavg()[0]
@@ -70,7 +77,7 @@ def main(argv=None):
         suite = SUITES[s]
         for name in args.models or suite.models:
             r = measure(suite, name, args.reps, args.block, args.seed, CLOCKS[args.clock])
-            be = f"{r['break_even']:,.0f}" if r["steady"] > 1 else "never"
+            be = f"{r['break_even']:,.0f}" if math.isfinite(r["break_even"]) else "never"
             rows.append(f"| {s} | {name} | {r['first_wall']:.0f} | {r['first_cpu']:.0f} | {r['eager_step'] * 1e3:.0f} | "
                         f"{r['steady']:.2f} | {r['steps']} | {r['epoch']:.2f} | {be} |")
             print(rows[-1], flush=True)
@@ -88,10 +95,11 @@ Command: `PYTHONPATH=src OMP_NUM_THREADS=1 {cmd.strip()}`; {time.time() - t0:.0f
 Machine: {machine()}; shared (load average {load:.2f} at the start), one torch thread.
 
 Per model: the library's step eager and compiled as `Trainer` compiles it (`LossModule(model).compile()`,
-inductor). "First compiled step" is the step that compiles (wall time on the shared machine, and CPU time
-of this process plus inductor's compile workers); steady-state speed is the median of {args.reps}
+inductor). "First compiled step" is the step that compiles ({'a warm' if args.warm_cache else 'an empty'} inductor cache; wall time on the shared
+machine, and CPU time of this process plus inductor's compile workers); steady-state speed is the median of {args.reps}
 interleaved rounds of {args.block} steps ({'CPU' if args.clock == 'cpu' else 'wall'} time); the epoch
-column charges the compile to one epoch of the suite (bench/contenders.py; steps of batch {BATCH}).
+column charges the compile to one epoch of the suite (bench/contenders.py; steps of batch {BATCH});
+"steps to break even" = compile wall time / the time a compiled step saves.
 
 {table}
 """)
