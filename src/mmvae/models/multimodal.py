@@ -177,7 +177,8 @@ class MultimodalVAE(nn.Module):
 
         Each decoder is called once, on the strata that score its modality (``members``); with
         vectorised experts, identically shaped decoders reading the same strata run as one call."""
-        total = z.new_zeros(z.shape[:-1])
+        # float32 at least: under bf16 autocast z is bf16 while the log-likelihoods come out in float32
+        total = z.new_zeros(z.shape[:-1], dtype=torch.promote_types(z.dtype, torch.float32))
         inputs: dict[str, tuple[Tensor, list[int] | None]] = {}
         for m in batch.data:
             strata = None if members is None else [g for g, s in enumerate(members) if m in s]
@@ -199,7 +200,7 @@ class MultimodalVAE(nn.Module):
             if strata is None:
                 total = total + lp
             else:
-                total = total.index_add(0, torch.tensor(strata, device=z.device), lp)
+                total = total.index_add(0, torch.tensor(strata, device=z.device), lp.to(total.dtype))
         return total
 
     def _decode_groups(self, inputs: dict[str, tuple[Tensor, list[int] | None]]) -> dict[str, Tensor]:
