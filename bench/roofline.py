@@ -30,7 +30,7 @@ from speed import machine  # noqa: E402
 
 from mmvae.evaluation.likelihood import log_likelihoods  # noqa: E402
 from mmvae.train.trainer import make_adam  # noqa: E402
-from mmvae.nets.conv import ConvDecoder, ConvEncoder  # noqa: E402
+from mmvae.nets.conv import ConvDecoder, ConvEncoder, _convolve  # noqa: E402
 
 ROOF_SHAPE = (2048, 1024, 1024)
 
@@ -90,6 +90,61 @@ def network_workloads() -> list[Workload]:
     return out
 
 
+def layer_workloads() -> list[Workload]:
+    """Each layer of the 3x28x28 networks alone, as run_sequential runs it (channels-last): where the
+    networks' time goes."""
+    import torch.nn.functional as F
+
+    out = []
+    torch.manual_seed(0)
+    dec, enc = ConvDecoder((3, 28, 28), 20), ConvEncoder((3, 28, 28), 20)
+    cl = torch.channels_last
+    first = dec.net[1]
+    for rows, grad in ((2048, False), (640, True)):
+        what = "forward" if not grad else "forward + backward"
+        z = torch.randn(rows, 20, requires_grad=grad)
+
+        def mm(z=z, grad=grad):
+            w = first.weight.permute(0, 2, 3, 1).reshape(20, -1)
+            y = torch.addmm(first.bias.repeat(16), z, w)
+            if grad:
+                y.sum().backward()
+
+        out.append(Workload("decoder layer", f"ConvT 20->128 on 1x1 (a matrix product), {what}, {rows} rows", mm))
+        h = torch.randn(rows, 128, 4, 4)
+        for i in (3, 5, 7):
+            layer = dec.net[i]
+            x = h.contiguous(memory_format=cl).requires_grad_(grad)
+
+            def conv(layer=layer, x=x, grad=grad):
+                if grad:
+                    _convolve(layer, x).sum().backward()
+                else:
+                    with torch.no_grad():
+                        layer(x)
+
+            cin, cout, k = layer.weight.shape[0], layer.weight.shape[1], layer.kernel_size[0]
+            size = h.shape[-1]
+            out.append(Workload("decoder layer", f"ConvT {cin}->{cout} {k}x{k}/2 on {size}x{size}, {what}, {rows} rows",
+                                conv))
+            with torch.no_grad():
+                h = layer(h)
+    x = torch.rand(BATCH, 3, 28, 28)
+    for i in (0, 2, 4):
+        layer = enc.body[i]
+        xin = x.contiguous(memory_format=cl).requires_grad_(i > 0)
+
+        def conv(layer=layer, xin=xin):
+            F.relu(_convolve(layer, xin)).sum().backward()
+
+        cin, cout, k, size = layer.in_channels, layer.out_channels, layer.kernel_size[0], x.shape[-1]
+        out.append(Workload("encoder layer", f"Conv {cin}->{cout} {k}x{k}/2 on {size}x{size} + ReLU, forward + backward, "
+                            f"{BATCH} rows", conv))
+        with torch.no_grad():
+            x = F.relu(layer(x))
+    return out
+
+
 def step_workloads(specs: list[tuple[str, str]], amp: bool = False) -> list[Workload]:
     """Loss, backward and the Trainer's optimizer (fused Adam); ``amp``: bf16 autocast of the forward."""
     out = []
@@ -145,7 +200,7 @@ def main(argv=None):
     steps = [("conv", "mvae"), ("conv", "mmvae-elbo"), ("conv", "mopoe"), ("polymnist-3", "mmvae-elbo"),
              ("polymnist-3", "mopoe")]
     lls = [("conv", "mmvae-elbo"), ("conv", "mopoe")]
-    work = network_workloads()
+    work = network_workloads() + ([] if args.quick else layer_workloads())
     if args.quick:
         work, steps, lls = work[:3], steps[:1], lls[:1]
     work += step_workloads(steps) + step_workloads(steps[-1:], amp=True) + likelihood_workloads(lls, args.rows, args.k)
