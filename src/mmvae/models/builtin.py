@@ -2,3 +2,4 @@
 from . import fmmvae  # noqa: F401  (factorised MMVAE with InfoNCE)
 from . import meme  # noqa: F401,E402  (MEME: its own module, registers "meme")
 from . import mvtcae  # noqa: F401,E402  (MVTCAE: total-correlation objective)
+from . import jmvae  # noqa: F401,E402  (JMVAE: joint encoder + JM KL terms)
