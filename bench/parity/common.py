@@ -76,9 +76,9 @@ class NoiseQueue:
         return mu + torch.exp(0.5 * log_var) * self.eps.pop(0)
 
 
-def compare(label: str, ours, theirs, params, tol: float = TOL, expect_equal: bool = True) -> bool:
-    """Loss values and the gradients of ``params`` (named) of two losses; prints one line, returns the verdict."""
-    named = list(params)
+def grad_gap(ours, theirs, named) -> tuple[float, str]:
+    """Largest relative difference between the gradients of two losses over the named parameters, and where."""
+    named = list(named)
     g1 = torch.autograd.grad(ours, [p for _, p in named], retain_graph=True, allow_unused=True)
     g2 = torch.autograd.grad(theirs, [p for _, p in named], retain_graph=True, allow_unused=True)
     worst, where = 0.0, ""
@@ -88,10 +88,26 @@ def compare(label: str, ours, theirs, params, tol: float = TOL, expect_equal: bo
         d = float((a - b).abs().max() / (1 + b.abs().max()))
         if d > worst:
             worst, where = d, n
-    ours, theirs = ours.detach(), theirs.detach()
-    dv = abs(float(ours) - float(theirs)) / (1 + abs(float(theirs)))
-    same = dv <= tol and worst <= tol
+    return worst, where
+
+
+def value_gap(ours, theirs) -> float:
+    ours, theirs = float(torch.as_tensor(ours).detach()), float(torch.as_tensor(theirs).detach())
+    return abs(ours - theirs) / (1 + abs(theirs))
+
+
+def report(label: str, ours, theirs, n_grads: int, grad: tuple[float, str], tol: float = TOL,
+           expect_equal: bool = True) -> bool:
+    dv = value_gap(ours, theirs)
+    same = dv <= tol and grad[0] <= tol
     verdict = ("PASS" if same else "FAIL") if expect_equal else ("differs as expected" if not same else "FAIL (no difference)")
-    print(f"{label}: loss ours {float(ours):.10f} multivae {float(theirs):.10f} (rel. diff {dv:.1e}); "
-          f"gradients of {len(named)} tensors: max rel. diff {worst:.1e}{' at ' + where if where else ''} -> {verdict}")
+    print(f"{label}: loss ours {float(torch.as_tensor(ours).detach()):.10f} multivae "
+          f"{float(torch.as_tensor(theirs).detach()):.10f} (rel. diff {dv:.1e}); gradients of {n_grads} tensors: "
+          f"max rel. diff {grad[0]:.1e}{' at ' + grad[1] if grad[1] else ''} -> {verdict}")
     return same == expect_equal
+
+
+def compare(label: str, ours, theirs, params, tol: float = TOL, expect_equal: bool = True) -> bool:
+    """Loss values and the gradients of ``params`` (named) of two losses; prints one line, returns the verdict."""
+    named = list(params)
+    return report(label, ours, theirs, len(named), grad_gap(ours, theirs, named), tol, expect_equal)
