@@ -9,8 +9,8 @@ With the joint encoder q(z | X) and unimodal encoders q(z | x_m), per row (maxim
 
 p̄ is the decoder (and likelihood) with its parameters held fixed: the unimodal ELBOs train the unimodal
 encoders only, the decoders learn from the joint ELBO (the official code's stop-gradient flags, set in the
-paper's runs: ``trainable=False`` decoders for those terms). The paper sums the three ELBOs; the official code averages the available ones per row (a
-per-row constant factor). Noise names: ``"z"`` (K, B_complete, D) for the joint posterior on the complete
+paper's runs: ``trainable=False`` decoders for those terms). The paper sums the three ELBOs; the official
+code averages the available ones per row (a per-row constant factor). Noise names: ``"z"`` (K, B_complete, D) for the joint posterior on the complete
 rows, ``"z/<m>"`` (K, B, D) for expert m on every row (unobserved rows are not scored).
 """
 from __future__ import annotations
