@@ -102,10 +102,18 @@ def relatedness(model, test: MultimodalDataset, device, max_rows: int = 1000, se
         pick = torch.randperm(len(ids), generator=torch.Generator().manual_seed(seed))[:max_rows]
         ids = ids[pick.sort().values]
     data = test.subset(ids)
-    stats = {m: posterior_moments(model, data, m, device) for m in names}
+    stats, refused = {}, []
+    for m in names:
+        try:   # a model may have no posterior given one modality alone (a conditional VAE)
+            stats[m] = posterior_moments(model, data, m, device)
+        except (NotImplementedError, ValueError) as e:
+            refused.append(f"{m}: {e}")
+    if len(stats) < 2:
+        return {"pairs": {}, "posterior": None, "note": "no posterior given single modalities: " + "; ".join(refused)}, \
+            {}, data.label
     family = next(iter(stats.values()))[2]
     result, matrices = {}, {}
-    for s, t in combinations(names, 2):
+    for s, t in combinations(list(stats), 2):
         d = w2_matrix(stats[s][0], stats[s][1], stats[t][0], stats[t][1])
         result[f"{s}~{t}"] = summarise_pair(d, data.label, test.num_classes if data.label is not None else None)
         matrices[f"{s}~{t}"] = d
@@ -113,4 +121,6 @@ def relatedness(model, test: MultimodalDataset, device, max_rows: int = 1000, se
     if "laplace" in family or "mixture" in family:
         note = (f"posteriors are {family}: W2 is computed between Gaussians with the same mean and "
                 f"standard deviation (moment matching), not between the posteriors themselves")
+    if refused:
+        note = "; ".join(([note] if note else []) + [f"left out {r}" for r in refused])
     return {"pairs": result, "posterior": family, "note": note}, matrices, data.label
