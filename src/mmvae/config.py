@@ -57,6 +57,8 @@ class Config:
     grad_accum: int = 1                                       # micro-batches per step (per rank under torchrun)
     out: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)       # model-specific options (e.g. MEME's)
+    network: dict[str, str] = field(default_factory=dict)     # per modality registered network (nets/registry.py)
+    preset: str | None = None                                 # paper preset the run started from (`mmvae presets`)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

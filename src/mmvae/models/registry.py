@@ -13,6 +13,7 @@ from ..config import Config
 from ..distributions.prior import prior_kind
 from ..errors import UserError
 from ..fusion.fusions import FUSIONS
+from ..nets.registry import with_networks
 from ..objectives.estimators import make_estimator
 from ..objectives.subsampled import SubsampledObjective
 from .multimodal import MultimodalVAE
@@ -165,6 +166,7 @@ def build_model(specs: dict, cfg: Config, encoders: dict | None = None, decoders
     resolve(cfg, entry)
     if cfg.posterior not in ("normal", "laplace"):
         raise UserError(f"posterior '{cfg.posterior}' is unknown: use normal or laplace")
+    specs = with_networks(specs, cfg.network)
     networks = {k: v for k, v in (("encoders", encoders), ("decoders", decoders)) if v}
     for kind, nets in networks.items():
         if set(nets) - set(specs):
