@@ -170,17 +170,9 @@ def build_cvae(specs, cfg: Config, encoders=None, decoders=None) -> ConditionalV
                         f"paired_fraction={cfg.paired_fraction} leaves rows incomplete; use paired_fraction=1")
     target = model_option(cfg, "target", list(specs)[-1], str, lambda v: v in specs,
                           f"one of the modalities {', '.join(specs)}")
-    conditional = model_option(cfg, "conditional_prior", True, _boolean, lambda v: True, "true or false")
+    conditional = model_option(cfg, "conditional_prior", True, lambda v: v, lambda v: isinstance(v, bool), "true or false")
     bank = model_option(cfg, "bank", 128, int, lambda v: v >= 1, "an integer >= 1")
     return ConditionalVAE(specs, target, cfg.latent_dim, CVAEObjective(cfg.k), hidden=cfg.hidden,
                           conditional_prior=conditional, bank=bank, likelihood=cfg.likelihood.get(target),
                           scale=cfg.scale.get(target, cfg.default_scale), weights=cfg.weights, beta=cfg.beta)
 
-
-def _boolean(value) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).lower()
-    if text not in ("true", "false", "1", "0"):
-        raise ValueError(value)
-    return text in ("true", "1")
