@@ -18,13 +18,15 @@ several GPUs or nodes: torchrun --nproc_per_node N -m mmvae train ...  (docs/dis
 
 
 def _train(args) -> int:
-    from .train.trainer import read_run_config, train
+    from .train.trainer import train
 
     cfg = Config()
     if args.resume and args.out:
-        # Continue with the run's own settings (epochs, device, amp...) unless given again; the slice
-        # limits --max-steps / --time-limit belong to one invocation and start unset.
-        cfg = Config.from_dict(read_run_config(Path(args.out))["config"])
+        # Continue with the run's own settings unless given again (safe ones only: train/resume.py);
+        # the slice limits --max-steps / --time-limit belong to one invocation and start unset.
+        from .runs import read_run
+
+        cfg = Config.from_dict(read_run(Path(args.out))["config"])
         cfg.max_steps, cfg.time_limit = 0, 0.0
     if args.preset:
         from .presets import apply_preset
@@ -73,7 +75,11 @@ def _sample(args) -> int:
     out = Path(args.out) if args.out else run.path / "samples.png"
     if not out.parent.is_dir():
         raise UserError(f"cannot write {out}: folder {out.parent} does not exist")
-    sample_grid(run.model, run.dataset().test, out, n=args.n)
+    test = run.dataset().test
+    try:
+        sample_grid(run.model, test, out, n=args.n)
+    except OSError as e:
+        raise UserError(f"cannot write {out} ({e.strerror}): give --out FILE.png in a writable folder") from None
     print(out)
     return 0
 
@@ -124,7 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop (resumably) after this many seconds of training in this invocation")
     t.add_argument("--data-dir", dest="data_dir", metavar="DIR",
                    help="folder with the dataset's files (DIR/<dataset>/ or DIR), used as is: no download")
-    t.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
+    t.add_argument("--resume", action="store_true",
+                   help="continue the run in --out exactly where it stopped; --lr, --epochs, --max-steps, "
+                        "--time-limit and training-only --set keys may change (recorded in metrics.jsonl)")
     t.add_argument("--set", action="append", metavar="KEY=VALUE", help="any other option (repeatable)")
     t.add_argument("--preset", metavar="NAME", help="start from a paper's published setting (see `mmvae presets`); "
                    "flags and --set override it")

@@ -8,16 +8,15 @@ pass any callable ``x (B, *shape) -> logits (B, C)`` instead.
 """
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Callable, Mapping
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from ..data.dataset import ModalitySpec, MultimodalDataset
+from .classifier_cache import entry_paths, load_cached, save_cached
 
 CACHE_VERSION = 1
 
@@ -113,20 +112,14 @@ def coherence_classifiers(train: MultimodalDataset, test: MultimodalDataset, cac
         else:
             rows = train.mask[m]
             card = _card(spec, classes, epochs, seed, int(rows.sum()))
-            path = None if cache is None else Path(cache) / f"{m}.safetensors"
             net = make_classifier(spec, classes).to(device)
-            if path is not None and path.exists() and path.with_suffix(".json").exists() and \
-                    json.loads(path.with_suffix(".json").read_text()).get("card") == card:
-                net.load_state_dict(load_file(str(path), device=str(device)))
-                net.eval()
-                log(f"classifier {m}: cached ({path})")
+            if cache is not None and load_cached(Path(cache), m, card, net, device, log):
+                log(f"classifier {m}: cached ({entry_paths(Path(cache), m)[0]})")
             else:
                 log(f"classifier {m}: training on {int(rows.sum())} rows for {epochs} epochs")
                 net = train_classifier(spec, classes, train.data[m][rows], train.label[rows], epochs, seed, device)
-                if path is not None:
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    save_file({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}, str(path))
-                    path.with_suffix(".json").write_text(json.dumps({"card": card}, indent=1))
+                if cache is not None:
+                    save_cached(Path(cache), m, card, net)
             nets[m] = net
         acc[m] = accuracy(nets[m], test, m, device)
     return nets, acc

@@ -15,7 +15,10 @@ from typing import Callable, Mapping
 
 import torch
 
+from ..data.names import child_path
 from ..errors import UserError
+from ..train.checkpoint import atomic_write
+from .folder import evaluation_folder
 from . import coherence as coh
 from . import likelihood as ll
 from . import pictures
@@ -61,8 +64,9 @@ class Context:
         return self.train.label is not None and self.test.label is not None
 
     def picture(self, name: str) -> Path:
-        self.pictures[name] = f"{name}.png"
-        return self.out / f"{name}.png"
+        path = child_path(self.out, name, ".png")   # built from checked modality names: stays in out
+        self.pictures[name] = path.name
+        return path
 
 
 METRICS: dict[str, Callable[[Context], None]] = {}
@@ -229,19 +233,24 @@ def _clean(value):
 def evaluate_model(model, train, test, out: Path, metrics: list[str] | None = None, options: Options | None = None,
                    classifiers: Mapping[str, Callable] | None = None, device=None, info: dict | None = None,
                    log: Callable = print) -> dict:
-    """Run the chosen metrics on a model and its data splits; write metrics.json and report.md in ``out``."""
-    from .report import write_report
-
+    """Run the chosen metrics on a model and its data splits; write metrics.json and report.md in ``out``
+    (locked against a second evaluation meanwhile; a damaged metrics.json is set aside, see folder.py)."""
     options = options or Options()
     if options.k < 1:
         raise UserError(f"--k must be at least 1, got {options.k}")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    with evaluation_folder(out, log) as previous_record:
+        return _evaluate_into(model, train, test, out, metrics, options, classifiers, device, info, log,
+                              previous_record)
+
+
+def _evaluate_into(model, train, test, out, metrics, options, classifiers, device, info, log, record) -> dict:
+    from .report import write_report
+
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.eval()
     ctx = Context(model, train, test, out, device, options, dict(classifiers) if classifiers else None, log)
     previous = out / "metrics.json"
-    record = json.loads(previous.read_text()) if previous.exists() else {}
     timings = dict(record.get("timings", {}))
     for name in parse_metrics(metrics):
         log(f"evaluating {name} ...")
@@ -257,10 +266,9 @@ def evaluate_model(model, train, test, out: Path, metrics: list[str] | None = No
     record["settings"] = _clean(vars(options))
     record["timings"] = timings
     record = _clean(record)
-    tmp = out / ".metrics.json.tmp"
-    tmp.write_text(json.dumps(record, indent=1, allow_nan=False))
-    tmp.replace(previous)
-    write_report(record, out / "report.md")
+    text = json.dumps(record, indent=1, allow_nan=False)
+    atomic_write(previous, lambda tmp: Path(tmp).write_text(text))
+    atomic_write(out / "report.md", lambda tmp: write_report(record, Path(tmp)))
     return record
 
 
