@@ -2,3 +2,4 @@
 from . import fmmvae  # noqa: F401  (factorised MMVAE with InfoNCE)
 from . import meme  # noqa: F401,E402  (MEME: its own module, registers "meme")
 from . import mmvaeplus  # noqa: F401,E402  (MMVAE+: shared + private latents, auxiliary priors)
+from . import dmvae  # noqa: F401,E402  (DMVAE: product-of-experts shared latent + private latents)
