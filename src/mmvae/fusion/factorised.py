@@ -97,6 +97,12 @@ class FactorisedMixture(DiagonalMixture):
         """log q_g(z) of the shared block only: the responsibilities of DReG's mixture terms."""
         return self.shared.log_components(z[..., : self.shared_dim])
 
+    def log_prob(self, z: Tensor) -> Tensor:
+        """The mixture density of whole vectors u (..., B, D) -> (..., B), every block scored (the
+        likelihood estimates' proposal, ``private_posterior``); the estimators use ``log_prob_strata``."""
+        lq = log_density(self.components, z.unsqueeze(-3)) + torch.log(self.weight)
+        return torch.logsumexp(lq, dim=-2)
+
     def _scored(self, private: Tensor) -> Tensor:
         """Σ over the scored private columns of per-column values (G, K, B, P) -> (G, K, B)."""
         return torch.where(self.scored.unsqueeze(1), private, torch.zeros_like(private)).sum(-1)

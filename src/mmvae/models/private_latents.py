@@ -196,12 +196,12 @@ def private_options(cfg: Config) -> int:
 
 
 def build_private_model(specs, cfg: Config, fusion: Callable, strata: StrataBuilder, encoders=None, decoders=None,
-                        **kwargs) -> PrivateLatentVAE:
+                        cls: type = PrivateLatentVAE, **kwargs) -> PrivateLatentVAE:
     """The common builder: estimator from the config, options checked, ValueErrors as UserErrors."""
     try:
         private_dim = private_options(cfg)
         estimator = make_estimator(cfg.objective, cfg.k, cfg.kl)
-        return PrivateLatentVAE(specs, cfg.latent_dim, private_dim, fusion, PrivateObjective(estimator), strata,
+        return cls(specs, cfg.latent_dim, private_dim, fusion, PrivateObjective(estimator), strata,
                                 posterior=cfg.posterior, prior=cfg.prior, hidden=cfg.hidden, encoders=encoders,
                                 decoders=decoders, likelihoods=cfg.likelihood, scales=cfg.scale,
                                 default_scale=cfg.default_scale, weights=cfg.weights, beta=cfg.beta, **kwargs)
