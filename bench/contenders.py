@@ -351,7 +351,9 @@ class Contender:
                 self.step = lambda idx: trainer._step(idx, 1.0)
                 self.batches = shuffled_batches(self.rows, device, batch_size)
                 return
-            on_device = MultimodalDataset(dict(data.specs), {m: t for m, t in zip(suite.specs, tensors)})
+            on_device = MultimodalDataset(dict(data.specs), {m: t for m, t in zip(suite.specs, tensors)},
+                                          mask={m: torch.ones(len(data), dtype=torch.bool, device=device)
+                                                for m in suite.specs})
             call = model.loss
             if impl == "mmvae-compiled":   # what Trainer does with --compile
                 call = LossModule(model)
