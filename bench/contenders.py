@@ -64,7 +64,7 @@ def _image(name, shape, lik):
 SUITES = {
     "mlp": Suite("mlp", {"image": _image("image", (1, 28, 28), "bernoulli"),
                          "label": ModalitySpec("label", "categorical", (10,), "categorical", num_classes=10)},
-                 "mlp", MODELS, 10_000),
+                 "mlp", MODELS + ("meme",), 10_000),
     "conv": Suite("conv", {"mnist": _image("mnist", (1, 28, 28), "bernoulli"),
                            "svhn": _image("svhn", (3, 32, 32), "laplace")}, "conv", MODELS, 2_560),
     "polymnist-3": Suite("polymnist-3", {f"m{i}": _image(f"m{i}", (3, 28, 28), "laplace") for i in range(3)},
@@ -156,7 +156,10 @@ MMVAE_CONFIGS = {
     # the authors' DReG, the estimator MultiVae's dreg_looser and the hand loop compute
     "mmvae-dreg10": dict(model="mmvae", objective="dreg-authors", k=10, posterior="laplace", weights="uniform"),
     "mopoe": dict(model="mopoe", objective="elbo", weights="uniform"),
+    # MEME (two modalities): no MultiVae counterpart and no hand-written loss here, the library only
+    "meme": dict(model="meme", weights="uniform"),
 }
+LIBRARY_ONLY = {"meme"}   # models raced by the library's own contenders only (mmvae*, trainer*)
 
 
 def build_mmvae(name: str, specs, nets, vectorise="auto", **extra):

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import mmvae  # noqa: E402
-from contenders import BATCH, CLOCKS, IMPLS, SUITES, Contender, make_data, make_networks  # noqa: E402
+from contenders import BATCH, CLOCKS, IMPLS, LIBRARY_ONLY, SUITES, Contender, make_data, make_networks  # noqa: E402
 
 RATIOS = (("mmvae", "multivae"), ("mmvae-fused", "multivae"), ("mmvae", "multivae-textbook"), ("mmvae", "hand"),
           ("mmvae-vec", "mmvae"), ("multivae", "hand"), ("trainer-step", "mmvae-fused"), ("trainer", "mmvae-epoch"))
@@ -57,7 +57,8 @@ def measure(suite, name: str, impls: list[str], reps: int, block: int, trainer_r
     """Blocks of ``block`` steps of the bare loops, interleaved; then trainer epochs against bare
     mmvae epochs (key ``mmvae-epoch``)."""
     nets = make_networks(suite, seed)
-    wanted = [i for i in impls if not (i in ("mmvae-vec", "multivae-textbook") and suite.nets == "mlp")]
+    wanted = [i for i in impls if not (i in ("mmvae-vec", "multivae-textbook") and suite.nets == "mlp")
+              and not (name in LIBRARY_ONLY and (i.startswith("multivae") or i == "hand"))]
     contenders = {impl: Contender(impl, name, suite, nets, data, clock=clock) for impl in wanted if impl != "trainer"}
     if "trainer" in wanted:
         contenders["trainer"] = None
@@ -234,7 +235,8 @@ Models: `mvae` = joint + unimodal subset ELBOs (MultiVae `MVAE(use_subsampling=T
 `mmvae-elbo` = stratified naive ELBO, Laplace posteriors, K=1 (MultiVae `MMVAE(K=1, loss="iwae_looser")`);
 `mmvae-dreg10` = stratified DReG, K=10 per expert, the authors' estimator (mmvae `objective=dreg-authors`,
 MultiVae `MMVAE(K=10, loss="dreg_looser")`); `mopoe` = mixture of subset products, analytic KL
-(MultiVae `MoPoE`). MultiVae's MMVAE prior is fixed here (`learn_prior=False`), as in mmvae.
+(MultiVae `MoPoE`); `meme` = MEME (mmvae only: MultiVae has no MEME and no hand-written loss is raced).
+MultiVae's MMVAE prior is fixed here (`learn_prior=False`), as in mmvae. The other models: bench/speed_models.py.
 
 Per-round samples/s:
 {spread}
