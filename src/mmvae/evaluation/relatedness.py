@@ -96,7 +96,7 @@ def summarise_pair(d: Tensor, labels: Tensor | None, classes: int | None) -> dic
 def relatedness(model, test: MultimodalDataset, device, max_rows: int = 1000, seed: int = 0):
     """{"s~t": summary} for every unordered pair, plus the distance matrices for the pictures."""
     names = test.modalities
-    result, matrices, family, labels = {}, {}, "normal", None
+    result, matrices, family, labels, refused = {}, {}, "normal", None, {}
     for s, t in combinations(names, 2):
         # the rows observing both modalities of the pair (a test split may hold partially observed rows)
         ids = torch.nonzero(test.mask[s] & test.mask[t]).squeeze(1)
@@ -106,7 +106,11 @@ def relatedness(model, test: MultimodalDataset, device, max_rows: int = 1000, se
         if len(ids) < 2:
             continue
         data = test.subset(ids)
-        (mu_s, sd_s, family), (mu_t, sd_t, _) = (posterior_moments(model, data, m, device) for m in (s, t))
+        try:   # a posterior may have no closed-form moments (JNF's flow posteriors) or none at all
+            (mu_s, sd_s, family), (mu_t, sd_t, _) = (posterior_moments(model, data, m, device) for m in (s, t))
+        except (NotImplementedError, ValueError) as e:
+            refused[f"{s}~{t}"] = str(e)
+            continue
         d = w2_matrix(mu_s, sd_s, mu_t, sd_t)
         result[f"{s}~{t}"] = summarise_pair(d, data.label, test.num_classes if data.label is not None else None)
         matrices[f"{s}~{t}"] = d
@@ -115,4 +119,6 @@ def relatedness(model, test: MultimodalDataset, device, max_rows: int = 1000, se
     if "laplace" in family or "mixture" in family:
         note = (f"posteriors are {family}: W2 is computed between Gaussians with the same mean and "
                 f"standard deviation (moment matching), not between the posteriors themselves")
+    if refused:
+        note = "; ".join(([note] if note else []) + [f"{pair} left out: {why}" for pair, why in refused.items()])
     return {"pairs": result, "posterior": family, "note": note}, matrices, labels
