@@ -68,3 +68,19 @@ def test_flow_posterior_density_is_the_change_of_variables():
     with torch.no_grad():
         assert abs(float(torch.trapezoid(q1.log_prob(grid).exp()[:, 0], grid[:, 0, 0])) - 1) < 1e-4
     assert torch.allclose(q.mean, flow.inverse(loc)[0])
+
+
+def test_hmc_samples_a_known_gaussian():
+    """distributions/hmc.py on N(μ, diag σ²) from a far start: the chains' last states and the chain means
+    have the target's moments (a wrong Metropolis sign or leapfrog step would bias them)."""
+    from mmvae.distributions.hmc import hmc
+
+    mu = torch.tensor([1.0, -2.0], dtype=torch.float64)
+    sd = torch.tensor([0.5, 2.0], dtype=torch.float64)
+    target = lambda z: Normal(mu, sd).log_prob(z).sum(-1)                       # noqa: E731
+    g = torch.Generator().manual_seed(0)
+    start = torch.full((1000, 2), 5.0, dtype=torch.float64)
+    last, mean = hmc(target, start, steps=100, leapfrog=10, step_size=0.2, generator=g)
+    torch.testing.assert_close(last.mean(0), mu, atol=0.12, rtol=0)
+    torch.testing.assert_close(last.std(0), sd, atol=0.1, rtol=0)
+    torch.testing.assert_close(mean.mean(0), mu, atol=0.1, rtol=0)
