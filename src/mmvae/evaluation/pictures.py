@@ -84,8 +84,12 @@ def sample_grid(model, data: MultimodalDataset, path: Path, n: int = 8) -> Path:
     batch = data.batch(spread_rows(data, n, names)).to(device)
     rows: list[tuple[str, str, torch.Tensor]] = [(f"{m}", m, batch.data[m]) for m in names]
     for s in names:
-        out = model.translate({s: batch.data[s]}, names)
-        rows += [(f"{s}→{t}" if s != t else f"{s} recon", t, out[t]) for t in names]
+        for t in names:
+            try:   # a model may not generate t from s alone (a conditional VAE needs all its conditions)
+                out = model.translate({s: batch.data[s]}, [t])[t]
+            except (NotImplementedError, ValueError, KeyError):
+                continue
+            rows.append((f"{s}→{t}" if s != t else f"{s} recon", t, out))
     gen = model.generate(n, names)
     rows += [(f"prior→{m}", m, gen[m]) for m in names]
     return draw_grid(rows, data.specs, path, n, caption=PRIOR_CAPTION)

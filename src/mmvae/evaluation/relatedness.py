@@ -106,11 +106,15 @@ def relatedness(model, test: MultimodalDataset, device, max_rows: int = 1000, se
         if len(ids) < 2:
             continue
         data = test.subset(ids)
-        try:   # a posterior may have no closed-form moments (JNF's flow posteriors) or none at all
-            (mu_s, sd_s, family), (mu_t, sd_t, _) = (posterior_moments(model, data, m, device) for m in (s, t))
-        except (NotImplementedError, ValueError) as e:
-            refused[f"{s}~{t}"] = str(e)
+        moments = {}
+        for m in (s, t):
+            try:   # a model may have no posterior given one modality alone (a conditional VAE)
+                moments[m] = posterior_moments(model, data, m, device)
+            except (NotImplementedError, ValueError) as e:
+                refused[m] = f"{m}: {e}"
+        if len(moments) < 2:
             continue
+        (mu_s, sd_s, family), (mu_t, sd_t, _) = moments[s], moments[t]
         d = w2_matrix(mu_s, sd_s, mu_t, sd_t)
         result[f"{s}~{t}"] = summarise_pair(d, data.label, test.num_classes if data.label is not None else None)
         matrices[f"{s}~{t}"] = d
@@ -120,5 +124,7 @@ def relatedness(model, test: MultimodalDataset, device, max_rows: int = 1000, se
         note = (f"posteriors are {family}: W2 is computed between Gaussians with the same mean and "
                 f"standard deviation (moment matching), not between the posteriors themselves")
     if refused:
-        note = "; ".join(([note] if note else []) + [f"{pair} left out: {why}" for pair, why in refused.items()])
-    return {"pairs": result, "posterior": family, "note": note}, matrices, labels
+        note = "; ".join(([note] if note else []) + [f"left out {r}" for r in refused.values()])
+    if not result and refused:
+        note = "no posterior given single modalities: " + "; ".join(refused.values())
+    return {"pairs": result, "posterior": family if result else None, "note": note}, matrices, labels

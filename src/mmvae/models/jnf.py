@@ -28,7 +28,8 @@ from ..distributions.posteriors import log_density, make_posterior
 from ..distributions.prior import prior_kind
 from ..errors import UserError
 from ..fusion.mixture import DiagonalMixture
-from ..objectives.jnf import NEEDS_COMPLETE_ROWS, JNFObjective
+from ..objectives.jmvae import NEEDS_COMPLETE_ROWS
+from ..objectives.jnf import JNFObjective
 from .joint_encoder import JointEncoderVAE
 from .multimodal import _split
 from .registry import model_option, register_model
@@ -115,7 +116,7 @@ def build_jnf(specs, cfg: Config, encoders=None, decoders=None, joint_encoder=No
         raise UserError(f"model 'jnf' uses Gaussian encoders (the flows' base): posterior '{cfg.posterior}' does not "
                         f"fit; use --set posterior=normal")
     if cfg.paired_fraction < 1:
-        raise UserError(NEEDS_COMPLETE_ROWS + f" (got paired_fraction={cfg.paired_fraction})")
+        raise UserError(NEEDS_COMPLETE_ROWS.format(model="jnf") + f" (got paired_fraction={cfg.paired_fraction})")
     if cfg.warmup:
         raise UserError("model 'jnf' has no KL warm-up: its first joint_epochs epochs train the joint VAE "
                         "(MultiVae's warmup is --set joint_epochs=N); leave warmup unset")

@@ -18,11 +18,7 @@ import torch
 
 from ..distributions.noise import GLOBAL_NOISE
 from ..distributions.posteriors import kl_to_prior
-from ..errors import UserError
-
-NEEDS_COMPLETE_ROWS = ("model 'jnf' encodes every row with a joint encoder over all modalities and cannot train "
-                       "on rows with missing modalities: train on complete rows (paired_fraction=1), or use a "
-                       "model that handles them (mvae, mmvae, mopoe, nexus, mhvae)")
+from .jmvae import require_complete
 
 
 class JNFObjective:
@@ -34,9 +30,7 @@ class JNFObjective:
         self.k = int(k)
 
     def __call__(self, model, batch, beta: float, noise=GLOBAL_NOISE):
-        complete = model.complete_rows(batch)
-        if complete is None or not bool(complete.all()):
-            raise UserError(NEEDS_COMPLETE_ROWS)
+        require_complete(model, batch, "jnf")
         if model.stage == 0:
             q = model.joint_posterior(batch)
             z = noise.rsample(q, (self.k,), "z")                                    # (K, B, D)
