@@ -147,6 +147,8 @@ def log_likelihoods(model, data: MultimodalDataset, k: int = 1000, row_chunk: in
     Rows that do not observe all of S get NaN (they are left out of the means)."""
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
+    if getattr(model, "likelihood_note", None):
+        raise ValueError(f"no log-likelihood for {type(model).__name__}: {model.likelihood_note}")
     device = device or next(model.parameters()).device
     chunk = sample_chunk or default_sample_chunk(data, k, row_chunk)
     out: dict[str, Tensor] = {}

@@ -8,3 +8,4 @@ from . import telbo  # noqa: F401,E402  (TELBO: triple ELBO with a joint encoder
 from . import crmvae  # noqa: F401,E402  (CRMVAE: coordination + unimodal reconstructions)
 from . import cvae  # noqa: F401,E402  (conditional VAE of one modality given the others)
 from . import jnf  # noqa: F401,E402  (JNF: joint VAE, then unimodal flow posteriors)
+from . import nexus  # noqa: F401,E402  (Nexus: modality VAEs + a nexus VAE over their messages)
