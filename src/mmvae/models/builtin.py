@@ -9,3 +9,4 @@ from . import crmvae  # noqa: F401,E402  (CRMVAE: coordination + unimodal recons
 from . import cvae  # noqa: F401,E402  (conditional VAE of one modality given the others)
 from . import jnf  # noqa: F401,E402  (JNF: joint VAE, then unimodal flow posteriors)
 from . import nexus  # noqa: F401,E402  (Nexus: modality VAEs + a nexus VAE over their messages)
+from . import mhvae  # noqa: F401,E402  (MHVAE: hierarchical latents, products of experts per level)
