@@ -24,7 +24,6 @@ from ..config import Config
 from ..data.batch import Batch
 from ..distributions.noise import GLOBAL_NOISE, Noise
 from ..errors import UserError
-from ..fusion.fusions import nonempty_subsets, subset_masks
 from ..fusion.mixture import DiagonalMixture
 from ..fusion.poe import poe_params
 from ..nets.hierarchical import ladder_blocks
