@@ -34,7 +34,7 @@ from ..fusion.mixture import DiagonalMixture
 from ..objectives.estimators import Estimator, Strata, make_estimator
 from ..objectives.infonce import fission_contrast, paired_info_nce
 from .multimodal import MultimodalVAE
-from .registry import register_model
+from .registry import model_option, register_model
 
 CONTRASTS = ("fission", "infonce", "none")
 
@@ -144,17 +144,6 @@ class FactorisedObjective:
         return {m: z[g] for g, m in enumerate(names)}
 
 
-def _option(cfg: Config, key: str, default, kind, check, rule: str):
-    value = cfg.extra.get(key, default)
-    try:
-        value = kind(value)
-    except (TypeError, ValueError):
-        raise UserError(f"--set {key}: expected {rule}, got {value!r}") from None
-    if not check(value):
-        raise UserError(f"--set {key}: expected {rule}, got {value!r}")
-    return value
-
-
 @register_model("fmmvae", "factorizing-mmvae study (FUMMVAE, m_infoNCE_naive; MMVAE: Shi et al. 2019)",
                 "MMVAE (shared latent) + one unimodal VAE per modality (private latent) + a per-modality "
                 "contrast pushing the two encoders of each modality apart (options contrast=fission|infonce|none, "
@@ -163,11 +152,11 @@ def _option(cfg: Config, key: str, default, kind, check, rule: str):
                 min_modalities=2, options=("contrast", "contrast_weight", "temperature", "private_dim"))
 def build_fmmvae(specs, cfg: Config, encoders=None, decoders=None) -> FactorisedMMVAE:
     """``encoders``/``decoders`` replace the MMVAE's networks (the unimodal VAEs keep the defaults)."""
-    contrast = _option(cfg, "contrast", "fission", lambda v: "none" if v is None else str(v),  # "none" parses as None
+    contrast = model_option(cfg, "contrast", "fission", lambda v: "none" if v is None else str(v),  # "none" parses as None
                        lambda v: v in CONTRASTS, "fission, infonce or none")
-    weight = _option(cfg, "contrast_weight", 1.0, float, lambda v: v >= 0, "a weight >= 0")
-    temperature = _option(cfg, "temperature", 0.1, float, lambda v: v > 0, "a temperature > 0")
-    private_dim = _option(cfg, "private_dim", cfg.latent_dim, int, lambda v: v >= 1, "an integer >= 1")
+    weight = model_option(cfg, "contrast_weight", 1.0, float, lambda v: v >= 0, "a weight >= 0")
+    temperature = model_option(cfg, "temperature", 0.1, float, lambda v: v > 0, "a temperature > 0")
+    private_dim = model_option(cfg, "private_dim", cfg.latent_dim, int, lambda v: v >= 1, "an integer >= 1")
     if contrast == "fission" and private_dim != cfg.latent_dim:
         raise UserError(f"--set private_dim={private_dim}: the fission contrast evaluates each encoder's density at "
                         f"the other's sample, so the private latent needs the shared latent's dimension "
