@@ -20,7 +20,7 @@ loop for these models (each would be its own ~50-line loss): the hand-loop compa
 
 Run (the Python of a MultiVae 1.0.3 install, from the repository root)::
 
-    PYTHONPATH=src OMP_NUM_THREADS=1 <multivae-venv>/bin/python bench/speed_models.py --out docs/results/speed-models.md
+    PYTHONPATH=src OMP_NUM_THREADS=1 <multivae-venv>/bin/python bench/speed_models.py --reps 12 --block 6
 """
 from __future__ import annotations
 
