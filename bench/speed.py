@@ -10,6 +10,8 @@ interleaved ratios are what to read).
 
 Settings and contenders: bench/contenders.py (``mlp``: MNIST image + label with MLPs; ``conv``: MNIST
 28x28 + SVHN 32x32 with the default conv networks; ``polymnist-3``/``-5``: M identical conv experts).
+Models: MVAE, MMVAE (ELBO and DReG K=10), MoPoE, and MEME (library only); every other model of the
+library, against MultiVae with the same modules: bench/speed_models.py.
 
 Run (MultiVae and mmvae in one environment; without MultiVae the other columns still run)::
 
