@@ -43,9 +43,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE / "parity"))
 sys.path.insert(0, str(HERE.parent / "src"))
 
-import mmvae  # noqa: E402
 from mmvae.config import Config  # noqa: E402
-from mmvae.data.batch import Batch  # noqa: E402
 from mmvae.data.dataset import DatasetSplits, ModalitySpec, MultimodalDataset  # noqa: E402
 from mmvae.models.registry import build_model  # noqa: E402
 from mmvae.train.trainer import Trainer, make_adam  # noqa: E402
