@@ -67,7 +67,7 @@ def measure(suite, name: str, impls: list[str], reps: int, block: int, trainer_r
     bare = {k: c for k, c in contenders.items() if c is not None}
     for c in bare.values():
         c.run(2)  # warm-up: first-call allocations, Adam state
-    speeds = interleave(bare, reps, block, f"{suite.name} {name}")
+    speeds = interleave(bare, reps, block, f"{suite.name} {name}") if bare else {}   # --impls trainer: fits only
     if "trainer" in contenders and trainer_reps:
         # the bare epochs use the Trainer's optimizer, so the ratio is the Trainer's own overhead
         bare_epochs = Contender("mmvae-fused", name, suite, nets, data, clock=clock)
