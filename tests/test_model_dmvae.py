@@ -15,16 +15,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from helpers import TOY_SPECS, toy_batch
 from mmvae.config import Config
 from mmvae.data.batch import Batch
-from mmvae.data.dataset import ModalitySpec
 from mmvae.data.toy import toy_bimodal
 from mmvae.distributions.noise import FixedNoise
 from mmvae.models.registry import build_model
 
-SPECS = {"a": ModalitySpec("a", "vector", (5,), "normal"),
-         "b": ModalitySpec("b", "categorical", (3,), "categorical", num_classes=3),
-         "c": ModalitySpec("c", "vector", (4,), "laplace")}
+SPECS = TOY_SPECS
 NAMES = list(SPECS)
 S, P, B = 3, 2, 6
 D = S + len(NAMES) * P
@@ -39,16 +37,7 @@ def make_model(objective="elbo", kl="analytic", k=None):
 
 
 def make_batch(missing: bool) -> Batch:
-    g = torch.Generator().manual_seed(1)
-    data = {"a": torch.randn(B, 5, generator=g, dtype=torch.float64),
-            "b": F.one_hot(torch.randint(0, 3, (B,), generator=g), 3).double(),
-            "c": torch.randn(B, 4, generator=g, dtype=torch.float64)}
-    mask = {m: torch.ones(B, dtype=torch.bool) for m in SPECS}
-    if missing:
-        mask["b"][[0, 1]] = False
-        mask["c"][[1, 2, 5]] = False
-        mask["a"][3] = False
-    return Batch(data, mask)
+    return toy_batch(B, {"b": [0, 1], "c": [1, 2, 5], "a": [3]} if missing else None)
 
 
 def draw_eps(k: int) -> torch.Tensor:

@@ -16,6 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from helpers import toy_batch
 from mmvae.config import Config
 from mmvae.data.batch import Batch
 from mmvae.data.dataset import ModalitySpec
@@ -38,14 +39,8 @@ def make_model(objective: str, kl: str = "mc") -> torch.nn.Module:
 
 
 def make_batch(missing: bool) -> Batch:
-    g = torch.Generator().manual_seed(1)
-    data = {"a": torch.randn(B, 5, generator=g, dtype=torch.float64),
-            "b": F.one_hot(torch.randint(0, 3, (B,), generator=g), 3).double()}
-    mask = {m: torch.ones(B, dtype=torch.bool) for m in SPECS}
-    if missing:
-        mask["b"][[0, 1]] = False                    # rows 0, 1: only a; row 2: only b
-        mask["a"][2] = False
-    return Batch(data, mask)
+    # rows 0, 1: only a; row 2: only b
+    return toy_batch(B, {"b": [0, 1], "a": [2]} if missing else None, names=tuple(SPECS))
 
 
 # ------------------------------------------------------------------------------------ the reference
