@@ -26,6 +26,7 @@ from mmvae.data.toy import toy_bimodal
 from mmvae.distributions.noise import FixedNoise, standard_noise
 from mmvae.models.registry import build_model
 from mmvae.objectives.estimators import IWAE, DReG
+from test_learning import agreement, fit
 
 SPECS = {"a": ModalitySpec("a", "vector", (5,), "laplace"),
          "b": ModalitySpec("b", "categorical", (3,), "categorical", num_classes=3)}
@@ -302,16 +303,7 @@ def test_mmvaeplus_learns_cross_modal_agreement():
     torch.manual_seed(0)
     model = build_model(toy.specs, Config(model="mmvaeplus", latent_dim=8, hidden=64, k=4,
                                           extra={"private_dim": 2}))
-    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
-    g = torch.Generator().manual_seed(0)
-    for _ in range(5):
-        for batch in toy.train.batches(64, shuffle=True, generator=g):
-            loss, _ = model.loss(batch)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    model.eval()
+    fit(model, toy.train, ["a", "b"], epochs=5)
     for s, t in (("a", "b"), ("b", "a")):
-        out = model.translate({s: toy.test.data[s]}, [t])[t]
-        hit = (torch.cdist(out, toy.test.prototypes[t]).argmin(1) == toy.test.label).float().mean()
-        assert float(hit) > 0.9, (s, t, float(hit))
+        hit = agreement(model, toy.test, s, t)
+        assert hit > 0.9, (s, t, hit)
