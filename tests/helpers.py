@@ -39,3 +39,19 @@ def check_learns_agreement(model, toy, train=None, *, epochs: int, lr: float = 2
     fit(model, toy.train if train is None else train, ["a", "b"], epochs=epochs, lr=lr)
     after = {"a->b": agreement(model, toy.test, "a", "b"), "b->a": agreement(model, toy.test, "b", "a")}
     assert min(after.values()) > floor, after
+
+
+def assert_same_gradients(model, lib_loss, ref_loss, retain_graph: bool = False) -> set[str]:
+    """The library's and the reference's gradients of every parameter agree to 1e-6 (a missing gradient
+    counts as zeros); returns the names of the parameters the library's gradient reaches (non-zero)."""
+    names, params = zip(*[(n, p) for n, p in model.named_parameters()])
+    g_lib = torch.autograd.grad(lib_loss, params, allow_unused=True, retain_graph=True)
+    g_ref = torch.autograd.grad(ref_loss, params, allow_unused=True, retain_graph=retain_graph)
+    reached = set()
+    for n, p, a, b in zip(names, params, g_lib, g_ref):
+        a = torch.zeros_like(p) if a is None else a
+        b = torch.zeros_like(p) if b is None else b
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-9, msg=lambda s, n=n: f"{n}: {s}")
+        if a.abs().sum() > 0:
+            reached.add(n)
+    return reached

@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from helpers import toy_batch
+from helpers import assert_same_gradients, toy_batch
 from mmvae.config import Config
 from mmvae.data.batch import Batch
 from mmvae.data.dataset import ModalitySpec
@@ -111,20 +111,6 @@ def reference_loss(model, batch, eps, beta, objective, entropy=True):
 def _scaled(t, wt):
     t.register_hook(lambda g: wt.unsqueeze(-1) * g)
     return t
-
-
-def assert_same_gradients(model, lib_loss, ref_loss) -> set[str]:
-    names, params = zip(*[(n, p) for n, p in model.named_parameters()])
-    g_lib = torch.autograd.grad(lib_loss, params, allow_unused=True, retain_graph=True)
-    g_ref = torch.autograd.grad(ref_loss, params, allow_unused=True)
-    reached = set()
-    for n, p, a, b in zip(names, params, g_lib, g_ref):
-        a = torch.zeros_like(p) if a is None else a
-        b = torch.zeros_like(p) if b is None else b
-        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-9, msg=lambda s, n=n: f"{n}: {s}")
-        if a.abs().sum() > 0:
-            reached.add(n)
-    return reached
 
 
 def draw_eps():
