@@ -33,3 +33,16 @@ def head_std(out):
 def gaussian_kl(mu1, var1, mu2, var2):
     """KL(N(mu1, var1) ‖ N(mu2, var2)) summed over the last axis."""
     return 0.5 * (torch.log(var2 / var1) + (var1 + (mu1 - mu2) ** 2) / var2 - 1).sum(-1)
+
+
+def laplace_logpdf(x, loc, scale):
+    """log Laplace(x; loc, scale), elementwise."""
+    return -torch.log(2 * scale) - (x - loc).abs() / scale
+
+
+def softmax_laplace_head(net, x, dim, detach=False):
+    """The MMVAE/MMVAE+ authors' Laplace head of an encoder (loc, raw): scale softmax(raw)·dim + 1e-6;
+    ``detach``: both parameters cut from the graph (the DReG reparametrisation)."""
+    loc, raw = net(x)
+    scale = F.softmax(raw, dim=-1) * dim + 1e-6
+    return (loc.detach(), scale.detach()) if detach else (loc, scale)

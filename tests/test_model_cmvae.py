@@ -21,6 +21,7 @@ from mmvae.data.toy import toy_bimodal
 from mmvae.distributions.noise import FixedNoise, standard_noise
 from mmvae.errors import UserError
 from mmvae.models.registry import build_model
+from reference import laplace_logpdf, softmax_laplace_head as heads
 from test_learning import agreement, fit
 
 SPECS = {"a": ModalitySpec("a", "vector", (5,), "laplace"),
@@ -44,16 +45,6 @@ def make_model(objective: str) -> torch.nn.Module:
 
 def make_batch(missing: bool) -> Batch:
     return toy_batch(B, {"b": [0, 1], "a": [2]} if missing else None, names=tuple(SPECS))
-
-
-def laplace_logpdf(x, loc, scale):
-    return -torch.log(2 * scale) - (x - loc).abs() / scale
-
-
-def heads(net, x, dim, detach=False):
-    loc, raw = net(x)
-    scale = F.softmax(raw, dim=-1) * dim + 1e-6
-    return (loc.detach(), scale.detach()) if detach else (loc, scale)
 
 
 def log_lik(model, d, z, w, x):

@@ -26,6 +26,7 @@ from mmvae.data.toy import toy_bimodal
 from mmvae.distributions.noise import FixedNoise, standard_noise
 from mmvae.models.registry import build_model
 from mmvae.objectives.estimators import IWAE, DReG
+from reference import laplace_logpdf, softmax_laplace_head as heads
 from test_learning import agreement, fit
 
 SPECS = {"a": ModalitySpec("a", "vector", (5,), "laplace"),
@@ -60,16 +61,6 @@ def draw_eps() -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------------ the reference
-def laplace_logpdf(x, loc, scale):
-    return -torch.log(2 * scale) - (x - loc).abs() / scale
-
-
-def heads(net, x, dim, detach=False):
-    loc, raw = net(x)
-    scale = F.softmax(raw, dim=-1) * dim + 1e-6
-    return (loc.detach(), scale.detach()) if detach else (loc, scale)
-
-
 def softmax_scale(logits):
     return F.softmax(logits, dim=-1) * logits.shape[-1]           # the authors' pu/pw parameters, loc 0
 
