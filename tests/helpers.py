@@ -1,10 +1,14 @@
-"""Builders shared by the model tests: the small three-modality spec of the float64 parity tests, its fixed
-batch, and the cross-modal learning check on the toy data."""
+"""Builders shared by the tests: the small three-modality spec of the float64 parity tests, its fixed batch,
+the gradient comparison, the cross-modal learning check on the toy data, and the smallest CLI run folder."""
 from __future__ import annotations
+
+import shutil
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from mmvae.cli import main
 from mmvae.data.batch import Batch
 from mmvae.data.dataset import ModalitySpec
 from test_learning import agreement, fit
@@ -55,3 +59,22 @@ def assert_same_gradients(model, lib_loss, ref_loss, retain_graph: bool = False)
         if a.abs().sum() > 0:
             reached.add(n)
     return reached
+
+
+# The smallest CLI training run: toy data, one epoch, tiny networks, CPU.
+SMALL_RUN = ["--dataset", "toy", "--set", "data.n=120", "--epochs", "1", "--batch-size", "32", "--set", "hidden=16",
+             "--latent-dim", "3", "--device", "cpu"]
+
+
+def train_small(folder: Path) -> Path:
+    """``mmvae train`` with SMALL_RUN into ``folder``/run; returns the run folder."""
+    out = folder / "run"
+    assert main(["train", *SMALL_RUN, "--out", str(out)]) == 0
+    return out
+
+
+def copy_run(run: Path, tmp_path: Path) -> Path:
+    """A private copy of a (module-scoped) run folder, which a test may damage."""
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    return copy
