@@ -11,20 +11,19 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from helpers import TOY_SPECS, assert_same_gradients, toy_data
 from mmvae.cli import main
 from mmvae.config import Config
 from mmvae.data.batch import Batch
-from mmvae.data.dataset import ModalitySpec
 from mmvae.distributions.flows import FlowMixture, FlowPosterior
 from mmvae.distributions.noise import FixedNoise
 from mmvae.errors import UserError
 from mmvae.models.registry import build_model
 from mmvae.train.schedule import training_stage
+from reference import head_std as head
 from test_learning import agreement
 
-SPECS = {"a": ModalitySpec("a", "vector", (5,), "normal"),
-         "b": ModalitySpec("b", "categorical", (3,), "categorical", num_classes=3),
-         "c": ModalitySpec("c", "vector", (4,), "laplace")}
+SPECS = TOY_SPECS
 D, B = 4, 6
 LAMBDA = {"a": 1.0, "b": 5 / 3, "c": 5 / 4}                                  # weights=rescale
 
@@ -40,18 +39,10 @@ def make_model(k: int = 1, **extra) -> torch.nn.Module:
 
 
 def make_batch() -> Batch:
-    g = torch.Generator().manual_seed(1)
-    return Batch({"a": torch.randn(B, 5, generator=g, dtype=torch.float64),
-                  "b": F.one_hot(torch.randint(0, 3, (B,), generator=g), 3).double(),
-                  "c": torch.randn(B, 4, generator=g, dtype=torch.float64)})
+    return Batch(toy_data(B))
 
 
 # ------------------------------------------------------------------------------------ the reference
-def head(out):
-    mu, raw = out
-    return mu, F.softplus(raw) + 1e-6                                         # (loc, std)
-
-
 def normal_logpdf(x, mu, std):
     return -0.5 * ((x - mu) / std) ** 2 - torch.log(std) - 0.5 * math.log(2 * math.pi)
 
@@ -109,17 +100,8 @@ def reference_stage1(model, batch, eps, flip=True):
 
 
 def grads_match(model, loss, ref):
-    params = list(model.parameters())
-    g_lib = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
-    g_ref = torch.autograd.grad(ref, params, retain_graph=True, allow_unused=True)
-    reached = set()
-    for (name, p), a, b in zip(model.named_parameters(), g_lib, g_ref):
-        a = torch.zeros_like(p) if a is None else a
-        b = torch.zeros_like(p) if b is None else b
-        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-9, msg=lambda s, n=name: f"{n}: {s}")
-        if a.abs().sum() > 0:
-            reached.add(name.split(".")[0])
-    return reached
+    """The gradients agree; returns the top-level modules the library's gradient reaches."""
+    return {n.split(".")[0] for n in assert_same_gradients(model, loss, ref, retain_graph=True)}
 
 
 @pytest.mark.parametrize("beta,k", [(1.0, 1), (0.3, 2)])

@@ -13,19 +13,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from helpers import TOY_SPECS, toy_batch
 from mmvae.cli import main
 from mmvae.config import Config
 from mmvae.data.batch import Batch
-from mmvae.data.dataset import ModalitySpec
 from mmvae.distributions.noise import FixedNoise, Noise
 from mmvae.errors import UserError
 from mmvae.fusion.messages import forced_dropout
 from mmvae.models.registry import build_model
+from reference import head_std as head, toy_log_lik
 from test_learning import agreement, fit
 
-SPECS = {"a": ModalitySpec("a", "vector", (5,), "normal"),
-         "b": ModalitySpec("b", "categorical", (3,), "categorical", num_classes=3),
-         "c": ModalitySpec("c", "vector", (4,), "laplace")}
+SPECS = TOY_SPECS
 D, DM, B = 4, 3, 8                                   # nexus dim, modality dim, rows
 LAMBDA = {"a": 1.0, "b": 5 / 3, "c": 5 / 4}          # weights=rescale
 
@@ -38,31 +37,12 @@ def make_model(**extra) -> torch.nn.Module:
 
 
 def make_batch(missing: bool) -> Batch:
-    g = torch.Generator().manual_seed(1)
-    data = {"a": torch.randn(B, 5, generator=g, dtype=torch.float64),
-            "b": F.one_hot(torch.randint(0, 3, (B,), generator=g), 3).double(),
-            "c": torch.randn(B, 4, generator=g, dtype=torch.float64)}
-    mask = {m: torch.ones(B, dtype=torch.bool) for m in SPECS}
-    if missing:
-        mask["b"][[0, 1]] = False
-        mask["a"][2] = False
-        mask["c"][[1, 3]] = False
-    return Batch(data, mask)
+    return toy_batch(B, {"b": [0, 1], "a": [2], "c": [1, 3]} if missing else None)
 
 
 # ------------------------------------------------------------------------------------ the reference
-def head(out):
-    mu, raw = out
-    return mu, F.softplus(raw) + 1e-6
-
-
 def log_lik(model, m, z, x):
-    out = model.decoders[m](z)
-    if m == "a":
-        return (-0.5 * ((x - out) / 0.75) ** 2 - math.log(0.75) - 0.5 * math.log(2 * math.pi)).sum(-1)
-    if m == "c":
-        return (-(x - out).abs() / 0.75 - math.log(2 * 0.75)).sum(-1)
-    return (x * F.log_softmax(out, dim=-1)).sum(-1)
+    return toy_log_lik(m, model.decoders[m](z), x)
 
 
 def std_normal_kl(mu, std):
