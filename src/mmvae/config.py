@@ -32,6 +32,7 @@ class Config:
     # model
     latent_dim: int = 20
     hidden: int = 512
+    network: dict[str, str] = field(default_factory=dict)    # per modality network name (conv | mlp | mnist-mlp ...)
     objective: str | None = None                              # elbo | iwae | dreg (model default if None)
     k: int | None = None                                      # samples per expert (1 for elbo, 10 otherwise)
     kl: str | None = None                                     # analytic | mc (model default if None)

@@ -119,6 +119,25 @@ def modalities_for(cfg: Config, specs: dict) -> list[str] | None:
     return None
 
 
+def with_networks(specs: dict, networks: dict) -> dict:
+    """The specs with the networks named by ``--set network.<modality>=NAME`` (nets/registry.py)."""
+    from dataclasses import replace
+
+    from ..nets.registry import NETWORKS
+
+    if not networks:
+        return specs
+    if not isinstance(networks, dict):
+        raise UserError(f"network is set per modality: use --set network.<modality>=NAME (names: {', '.join(NETWORKS)})")
+    unknown = set(networks) - set(specs)
+    if unknown:
+        raise UserError(f"network given for unknown modalities {sorted(unknown)}; the data has {', '.join(specs)}")
+    bad = {m: n for m, n in networks.items() if n not in NETWORKS}
+    if bad:
+        raise UserError(f"unknown network(s) {bad}: use one of {', '.join(NETWORKS)}")
+    return {m: replace(s, network=networks.get(m, s.network)) for m, s in specs.items()}
+
+
 def build_model(specs: dict, cfg: Config, encoders: dict | None = None, decoders: dict | None = None):
     """Build the configured model for a dataset's modalities, checking the fit first.
 
@@ -143,6 +162,7 @@ def build_model(specs: dict, cfg: Config, encoders: dict | None = None, decoders
         raise UserError(f"unknown option(s) {', '.join(sorted(unknown))} for model '{cfg.model}' "
                         f"(its own options: {allowed}; see `mmvae train --help` for the common ones)")
     resolve(cfg, entry)
+    specs = with_networks(specs, cfg.network)
     if cfg.posterior not in ("normal", "laplace"):
         raise UserError(f"posterior '{cfg.posterior}' is unknown: use normal or laplace")
     networks = {k: v for k, v in (("encoders", encoders), ("decoders", decoders)) if v}

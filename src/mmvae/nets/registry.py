@@ -56,6 +56,21 @@ def text_networks(spec: ModalitySpec, latent_dim: int, hidden: int):
     return TextEncoder(spec.shape, latent_dim), TextDecoder(spec.shape, latent_dim)
 
 
+@register_network("conv")
+def conv_networks(spec: ModalitySpec, latent_dim: int, hidden: int):
+    """The convolutional pair for a square 28x28 or 32x32 image, whatever its default."""
+    if not is_conv_image(spec):
+        raise ValueError(f"network 'conv' fits square images of side {' or '.join(map(str, CONV_SIZES))}; "
+                         f"modality '{spec.name}' has shape {spec.shape}: use network mlp")
+    return ConvEncoder(spec.shape, latent_dim), ConvDecoder(spec.shape, latent_dim)
+
+
+@register_network("mlp")
+def mlp_networks(spec: ModalitySpec, latent_dim: int, hidden: int):
+    """Two hidden layers of ``hidden`` over the flattened input, for any modality."""
+    return vector_networks(spec, latent_dim, hidden)
+
+
 @register_network("mnist-mlp")
 def mnist_mlp_networks(spec: ModalitySpec, latent_dim: int, hidden: int):
     # MMVAE / MEME (App. K) MNIST networks: one hidden layer of 400 units; picked by ModalitySpec.network.

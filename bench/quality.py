@@ -1,0 +1,577 @@
+"""Quality on real data: each model of the library against a plain hand-written loop of the same model
+(bench/reference/) at the same wall-clock budget, scored by the same classifiers and metric code.
+
+Every row: cross coherence decoded from a posterior sample and from the mean, joint coherence, latent
+accuracy (linear probe), marginal log-likelihoods (importance sampling, K samples), training steps and
+wall time, beside chance levels. Runs go two at a time (each one thread), an (ours, reference) pair
+together when both are due, so both see the same machine load. Finished rows are cached in
+bench/results/quality.jsonl, keyed by a fingerprint of what ran (resolved config, networks, reference
+source), so the script resumes and extends across sessions; docs/results/quality.md is rewritten from
+the cache after every pair.
+
+    python bench/quality.py --only dataset=mnist-label --seeds 0,1 --budget 90
+    python bench/quality.py --only model=mopoe dataset=polymnist-3 --configs default,main --budget 600
+    python bench/quality.py --only dataset=mnist-fashion --scenario f=0.25
+    python bench/quality.py --report        # only rewrite docs/results/quality.md from the cache
+
+``--configs`` names configurations of the library model: ``default`` (no --set at all), ``main`` (the
+defaults before issue 10, spelt out), or either followed by ``+key=value`` tokens, where ``lik=X``
+sets every image modality's likelihood, ``scale=X`` its decoder scale and ``net=X`` its network (see ``config_sets``).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import itertools
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+CACHE = RESULTS / "cache"                 # classifiers and built .npz files (git-ignored)
+ROWS = RESULTS / "quality.jsonl"
+REPORT = ROOT / "docs" / "results" / "quality.md"
+sys.path.insert(0, str(ROOT / "bench"))   # the reference loops: package bench/reference
+
+MODELS = ("vae", "mvae", "mmvae", "mopoe", "meme", "fmmvae")
+# key -> (dataset name or a builder of an .npz in the cache, data options)
+DATASETS = {
+    "mnist-label": ("mnist-label", {}),
+    "fashion-label": ("fashion-label", {}),
+    "polymnist-2": ("polymnist", {"modalities": 2}),
+    "polymnist-3": ("polymnist", {"modalities": 3}),
+    "mnist-text": ("mnist-text", {}),
+    "mnist-fashion": ("npz:mnist-fashion", {}),
+    "mnist-fonts": ("mnist-fonts", {}),
+}
+SCENARIOS = {"full": [], "f=0.25": ["paired_fraction=0.25", "observed=split"]}
+EVAL = dict(coherence_rows=2000, joint_samples=2000, probe_rows=3000, ll_rows=250, k=100)
+
+
+# ------------------------------------------------------------------------------------------ data
+def build_mnist_fashion(path: Path) -> None:
+    """A class-paired pairing of two real image sources as a user's .npz: each MNIST digit of class c
+    (offline 5,000-digit sample) with a random Fashion-MNIST item of class c (train items for train rows,
+    test items for test rows). uint8 arrays, so the library applies its .npz default likelihood rule."""
+    from mmvae.data.sources.catalog import FASHION_MNIST
+    from mmvae.data.sources.mnist_sample import load_mnist_sample, seeded_split
+    from mmvae.data.sources.readers import load_idx_dataset
+
+    digits, labels = load_mnist_sample()
+    train, test = seeded_split(len(labels), 0.1, 0)
+    ftr, ytr, fte, yte = load_idx_dataset(FASHION_MNIST, None, False)
+    rng = np.random.default_rng(0)
+    fashion = np.zeros_like(digits)
+    split = np.zeros(len(labels), np.int64)
+    split[test] = 1
+    for rows, pool, pool_y in ((train, ftr, ytr), (test, fte, yte)):
+        for c in range(10):
+            mine = rows[labels[rows] == c]
+            fashion[mine] = pool[rng.choice(np.nonzero(pool_y == c)[0], len(mine), replace=False)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, mnist=digits, fashion=fashion, label=labels.astype(np.int64), split=split)
+
+
+def dataset_source(key: str) -> tuple[str, dict]:
+    """What ``--dataset`` and ``data.*`` a dataset key means (building the .npz on first use)."""
+    name, options = DATASETS[key]
+    if name.startswith("npz:"):
+        path = CACHE / f"{name[4:]}.npz"
+        if not path.exists():
+            build_mnist_fashion(path)
+        return str(path), dict(options)
+    return name, dict(options)
+
+
+def load_splits(key: str):
+    from mmvae.data.registry import load_dataset
+
+    name, options = dataset_source(key)
+    return load_dataset(name, seed=0, **options)
+
+
+def first_only(splits, model: str):
+    """The modalities a model trains on: the first one for the plain VAE, the first two for MEME."""
+    from mmvae.data.select import select_modalities
+
+    names = splits.test.modalities
+    keep = names[:1] if model == "vae" else names[:2] if model == "meme" else names
+    return splits if keep == names else select_modalities(splits, keep)
+
+
+def classifiers_for(key: str, splits, log=print):
+    """Coherence classifiers of a dataset, trained once on its training split and cached."""
+    from mmvae.evaluation.classifiers import coherence_classifiers
+
+    return coherence_classifiers(splits.train, splits.test, CACHE / "classifiers" / key, epochs=5, seed=0,
+                                 device="cpu", log=log)
+
+
+# --------------------------------------------------------------------------------------- configs
+def image_modalities(specs) -> list[str]:
+    return [m for m, s in specs.items() if s.kind == "image"]
+
+
+def main_defaults(model: str, dataset: str, specs) -> list[str]:
+    """The library's defaults before issue 10, spelt out so they stay reproducible once defaults move:
+    Laplace scale 0.75 for PolyMNIST and .npz images (Bernoulli for the MNIST-like datasets), conv nets
+    for 28x28 images, latent 20, hidden 512, lr 1e-3, batch 128; per model as models/registry.py had it."""
+    sets = ["latent_dim=20", "hidden=512", "lr=0.001", "batch_size=128", "default_scale=0.75", "beta=1.0"]
+    laplace = dataset.startswith("polymnist") or DATASETS[dataset][0].startswith("npz:")
+    for m in image_modalities(specs):
+        sets.append(f"likelihood.{m}={'laplace' if laplace else 'bernoulli'}")
+    per_model = {
+        "vae": ["objective=elbo", "kl=analytic", "posterior=normal", "weights=uniform", "warmup=0"],
+        "mvae": ["objective=elbo", "kl=analytic", "posterior=normal", "weights=rescale", "warmup=2"],
+        "mmvae": ["objective=elbo", "kl=mc", "posterior=laplace", "weights=rescale", "warmup=0"],
+        "mopoe": ["objective=elbo", "kl=analytic", "posterior=normal", "weights=uniform", "warmup=0"],
+        "meme": ["objective=meme", "kl=analytic", "posterior=normal", "weights=uniform", "warmup=0", "k=10"],
+        "fmmvae": ["objective=elbo", "kl=mc", "posterior=laplace", "weights=rescale", "warmup=3"],
+    }
+    return sets + per_model[model]
+
+
+def config_sets(label: str, model: str, dataset: str, specs) -> list[str]:
+    """``--set`` items of a config label: ``default`` | ``main`` followed by ``+token`` items."""
+    base, *tokens = label.split("+")
+    if base not in ("default", "main"):
+        raise SystemExit(f"config {label!r} must start with 'default' or 'main'")
+    sets = main_defaults(model, dataset, specs) if base == "main" else []
+    for token in tokens:
+        key, _, value = token.partition("=")
+        if key == "lik":
+            sets += [f"likelihood.{m}={value}" for m in image_modalities(specs)]
+        elif key == "scale":
+            sets += [f"scale.{m}={value}" for m in image_modalities(specs)]
+        elif key == "net":
+            sets += [f"network.{m}={value}" for m in image_modalities(specs)]
+        else:
+            sets.append(token)
+    return sets
+
+
+def ours_fingerprint(model: str, specs, sets: list[str]) -> str:
+    """What the library would train: the resolved config, each modality's likelihood and the networks."""
+    from mmvae.config import Config, apply_overrides
+    from mmvae.models.registry import build_model
+
+    cfg = apply_overrides(Config(model=model), sets)
+    cfg.data = {}
+    net = build_model(specs, cfg)
+    d = cfg.to_dict()
+    for k in ("seed", "out", "time_limit", "epochs", "max_steps", "data"):
+        d.pop(k, None)
+    liks = {m: cfg.likelihood.get(m, s.likelihood) for m, s in specs.items()}
+    text = json.dumps([d, liks, str(net)], sort_keys=True, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+def reference_fingerprint(model: str) -> str:
+    files = ["common.py", "adapter.py", f"{model}.py"]
+    text = "".join((ROOT / "bench" / "reference" / f).read_text() for f in files)
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+# ---------------------------------------------------------------------------------------- worker
+class Decoding:
+    """The model with ``translate`` forced to decode a posterior sample (True) or the mean (False), so
+    the library's cross_coherence scores both ways whatever its own default is."""
+
+    def __init__(self, model, sample: bool):
+        self.model, self.sample = model, sample
+
+    def translate(self, data, targets=None, sample=None):
+        return self.model.translate(data, targets, sample=self.sample)
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+
+def score(model, splits, classifiers) -> dict:
+    """Every metric of a row with the library's evaluation code (the same for both implementations)."""
+    from mmvae.evaluation import coherence as coh
+    from mmvae.evaluation import likelihood as ll
+    from mmvae.evaluation.evaluate import seeded_rows
+    from mmvae.evaluation.latent import latent_accuracy
+
+    model.eval()
+    names = splits.test.modalities
+    test = seeded_rows(splits.test, EVAL["coherence_rows"], 0)
+    out: dict = {}
+    timings = {}
+    t = time.time()
+    if len(names) > 1:
+        nets = {m: classifiers[m] for m in names}
+        for how, flag in (("sample", True), ("mean", False)):
+            torch.manual_seed(0)
+            out[f"cross_{how}"] = coh.cross_coherence(Decoding(model, flag), test, nets, "cpu")[0]
+        out["joint"] = coh.joint_coherence(model, nets, EVAL["joint_samples"], seed=0)
+    timings["coherence"] = time.time() - t
+    t = time.time()
+    out["latent"] = latent_accuracy(model, splits.train, test, "cpu", EVAL["probe_rows"], 0)
+    timings["latent"] = time.time() - t
+    t = time.time()
+    subsets = [(m,) for m in names] + ([tuple(names)] if len(names) == 2 else [])
+    rows = seeded_rows(splits.test, EVAL["ll_rows"], 0)
+    per_row = ll.log_likelihoods(model, rows, EVAL["k"], seed=0, device="cpu", subsets=subsets)
+    marg = {m: _mean(per_row[m]) for m in names}
+    out["ll"] = {"marginal": marg, "k": EVAL["k"], "rows": len(rows)}
+    if len(names) == 2:
+        joint = per_row["+".join(names)]
+        out["ll"]["joint"] = _mean(joint)
+        out["ll"]["conditional"] = {f"{a}|{b}": _mean(joint - per_row[b]) for a in names for b in names if a != b}
+    timings["likelihood"] = time.time() - t
+    out["eval_seconds"] = {k: round(v, 1) for k, v in timings.items()}
+    return out
+
+
+def _mean(t) -> float | None:
+    t = t[~torch.isnan(t)]
+    return float(t.mean()) if t.numel() else None
+
+
+def build_reference(model: str, specs, train):
+    import importlib
+
+    module = importlib.import_module(f"reference.{model}")
+    cls = {"vae": "VAE", "mvae": "MVAE", "mmvae": "MMVAE", "mopoe": "MoPoE", "meme": "MEME", "fmmvae": "FMMVAE"}[model]
+    if model == "meme":
+        init = {m: train.data[m][train.mask[m]] for m in specs}
+        return getattr(module, cls)(specs, init)
+    return getattr(module, cls)(specs)
+
+
+def worker(job: dict) -> dict:
+    """Train one implementation for ``budget`` seconds, score it, return the row."""
+    torch.set_num_threads(1)
+    full = load_splits(job["dataset"])
+    classifiers, classifier_acc = classifiers_for(job["dataset"], full, log=lambda *a: None)
+    splits = first_only(full, job["model"])
+    scenario = SCENARIOS[job["scenario"]]
+    started = time.time()
+    if job["impl"] == "ours":
+        from mmvae.cli import main as cli
+        from mmvae.runs import load_run
+
+        name, options = dataset_source(job["dataset"])
+        run_dir = Path(job["tmp"]) / "run"
+        argv = ["train", "--model", job["model"], "--dataset", name, "--epochs", "1000000",
+                "--time-limit", str(job["budget"]), "--seed", str(job["seed"]), "--out", str(run_dir)]
+        for item in [f"data.{k}={v}" for k, v in options.items()] + scenario + job["sets"]:
+            argv += ["--set", item]
+        if cli(argv) != 0:
+            raise RuntimeError(f"mmvae train failed: {argv}")
+        train_seconds = time.time() - started
+        run = load_run(run_dir)
+        state = torch.load(run_dir / "training_state.pt", map_location="cpu", weights_only=True)
+        steps, epochs = state["progress"]["global_step"], state["progress"]["epoch"]
+        model = run.model
+        resolved = {k: v for k, v in run.config.to_dict().items() if k not in ("out", "data")}
+    else:
+        from reference.adapter import adapt
+        from reference.common import train_for
+        from mmvae.data.dataset import validation_split
+        from mmvae.data.partial import apply_partial_observation, drop_unobserved_rows
+
+        train, _ = validation_split(splits.train, 0.1, job["seed"])   # the rows the library trains on
+        f = float(scenario[0].split("=")[1]) if scenario else 1.0
+        train = drop_unobserved_rows(apply_partial_observation(train, f, "split", job["seed"]))
+        torch.manual_seed(job["seed"])
+        net = build_reference(job["model"], splits.specs, train)
+        steps = train_for(net, train, job["budget"], job["seed"])
+        train_seconds = time.time() - started
+        epochs = steps * 128 / len(train)
+        model, resolved = adapt(net), None
+    row = {k: job[k] for k in ("model", "dataset", "impl", "config", "scenario", "seed", "budget", "fingerprint")}
+    row.update(steps=steps, epochs=round(float(epochs), 2), train_seconds=round(train_seconds, 1),
+               classifier_accuracy=classifier_acc, resolved=resolved)
+    row.update(score(model, splits, classifiers))
+    row["partner"] = job.get("partner")
+    row["load"] = os.getloadavg()[0]
+    row["when"] = time.strftime("%Y-%m-%d %H:%M")
+    return row
+
+
+# ---------------------------------------------------------------------------------------- parent
+def row_key(r: dict) -> tuple:
+    return (r["model"], r["dataset"], r["impl"], r["config"], r["scenario"], int(r["seed"]), float(r["budget"]),
+            r["fingerprint"])
+
+
+def read_rows() -> list[dict]:
+    if not ROWS.exists():
+        return []
+    return [json.loads(line) for line in ROWS.read_text().splitlines() if line.strip()]
+
+
+def plan(args) -> list[dict]:
+    """The runs the filters ask for that the cache does not hold yet, in (ours, reference) order."""
+    done = {row_key(r) for r in read_rows()}
+    jobs = []
+    for dataset in args.datasets:
+        splits = None
+        for model in args.models:
+            if model == "meme" and dataset == "polymnist-3":
+                continue  # MEME pairs exactly two modalities: its polymnist row is polymnist-2
+            if model == "fmmvae" and not args.with_fmmvae_ref and "ref" in args.impls and len(args.impls) == 1:
+                continue
+            splits = splits or load_splits(dataset)
+            specs = first_only(splits, model).specs
+            for scenario, seed in itertools.product(args.scenarios, args.seeds):
+                if model == "vae" and scenario != "full":
+                    continue
+                common = dict(model=model, dataset=dataset, scenario=scenario, seed=seed, budget=float(args.budget))
+                if "ours" in args.impls:
+                    for label in args.configs:
+                        sets = config_sets(label, model, dataset, specs)
+                        jobs.append(dict(common, impl="ours", config=label, sets=sets,
+                                         fingerprint=ours_fingerprint(model, specs, sets)))
+                if "ref" in args.impls and (model != "fmmvae" or args.with_fmmvae_ref):
+                    jobs.append(dict(common, impl="ref", config="plain", sets=[],
+                                     fingerprint=reference_fingerprint(model)))
+    # A label whose run is identical to another's (same fingerprint) reuses that row under its own label.
+    by_run = {row_key(dict(r, config="")): r for r in read_rows()}
+    todo, first = [], {}
+    for j in jobs:
+        if row_key(j) in done:
+            continue
+        same = by_run.get(row_key(dict(j, config="")))
+        if same is not None:
+            copy_row(same, j["config"])
+        elif row_key(dict(j, config="")) in first:
+            first[row_key(dict(j, config=""))].setdefault("aliases", []).append(j["config"])
+        else:
+            first[row_key(dict(j, config=""))] = j
+            todo.append(j)
+    return todo
+
+
+def copy_row(row: dict, label: str) -> None:
+    with open(ROWS, "a") as f:
+        f.write(json.dumps(dict(row, config=label, same_as=row["config"])) + "\n")
+
+
+def launch(job: dict, tmp: str) -> subprocess.Popen:
+    job = dict(job, tmp=tmp)
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONPATH=str(ROOT / "src"))
+    log = open(Path(tmp) / "log.txt", "w")
+    return subprocess.Popen([sys.executable, __file__, "--worker", json.dumps(job)], env=env, stdout=log,
+                            stderr=subprocess.STDOUT, cwd=tmp)
+
+
+def run_jobs(jobs: list[dict]) -> None:
+    """Two at a time; every run gets one thread; the partner's description goes into the row."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    for dataset in sorted({j["dataset"] for j in jobs}):
+        classifiers_for(dataset, load_splits(dataset))        # trained once, before workers need them
+    for i in range(0, len(jobs), 2):
+        pair = jobs[i:i + 2]
+        for a, b in itertools.permutations(pair, 2) if len(pair) == 2 else []:
+            a["partner"] = f"{b['model']}/{b['impl']}/{b['config']}"
+        dirs = [tempfile.mkdtemp(prefix="quality-") for _ in pair]
+        procs = [launch(j, d) for j, d in zip(pair, dirs)]
+        print(f"[{time.strftime('%H:%M:%S')}] " + "  ||  ".join(
+            f"{j['model']} {j['dataset']} {j['impl']} {j['config']} {j['scenario']} seed {j['seed']}" for j in pair),
+            flush=True)
+        for j, p, d in zip(pair, procs, dirs):
+            p.wait()
+            result = Path(d) / "row.json"
+            if p.returncode != 0 or not result.exists():
+                print(f"  FAILED ({p.returncode}); log:\n" + (Path(d) / "log.txt").read_text()[-3000:], flush=True)
+                continue
+            row = json.loads(result.read_text())
+            with open(ROWS, "a") as f:
+                f.write(json.dumps(row) + "\n")
+            for label in j.get("aliases", []):
+                copy_row(row, label)
+            print("  " + summary_line(row), flush=True)
+        write_report()
+
+
+def summary_line(r: dict) -> str:
+    cross = r.get("cross_sample") or {}
+    return (f"{r['model']:6s} {r['impl']:4s} {r['config'][:40]:40s} steps {r['steps']:5d}  cross(sample) "
+            + " ".join(f"{k} {v:.2f}" for k, v in cross.items())
+            + (f"  joint {r['joint']:.2f}" if r.get("joint") is not None else "")
+            + "  latent " + " ".join(f"{k} {v:.2f}" for k, v in (r.get("latent") or {}).items()))
+
+
+# ---------------------------------------------------------------------------------------- report
+def _agg(values: list[float | None]) -> str:
+    v = [x for x in values if x is not None and math.isfinite(x)]
+    if not v:
+        return "–"
+    if len(v) == 1:
+        return f"{v[0]:.2f}"
+    return f"{statistics.mean(v):.2f}±{statistics.stdev(v):.2f}"
+
+
+def _agg_ll(values: list[float | None]) -> str:
+    v = [x for x in values if x is not None and math.isfinite(x)]
+    return f"{statistics.mean(v):.1f}" if v else "–"
+
+
+def _mean_of(d: dict | None, keys=None) -> float | None:
+    if not d:
+        return None
+    vals = [v for k, v in d.items() if (keys is None or k in keys) and v is not None]
+    return sum(vals) / len(vals) if vals else None
+
+
+def unimodal_latent(r: dict) -> float | None:
+    lat = r.get("latent") or {}
+    if r["model"] == "fmmvae":
+        return _mean_of({k: v for k, v in lat.items() if k.endswith("/shared")})
+    return _mean_of({k: v for k, v in lat.items() if "/" not in k and k != "joint"})
+
+
+def group_rows(rows: list[dict]) -> dict:
+    groups: dict = {}
+    latest = {}
+    for r in rows:   # keep the newest fingerprint per (model, dataset, impl, config, scenario, budget)
+        latest[(r["model"], r["dataset"], r["impl"], r["config"], r["scenario"], r["budget"])] = r["fingerprint"]
+    for r in rows:
+        key = (r["model"], r["dataset"], r["impl"], r["config"], r["scenario"], r["budget"])
+        if r["fingerprint"] == latest[key]:
+            groups.setdefault(key, []).append(r)
+    return groups
+
+
+def table_lines(groups: dict, dataset: str, scenario: str, budget: float, configs: list[str] | None) -> list[str]:
+    chosen = [(k, v) for k, v in groups.items() if k[1] == dataset and k[4] == scenario and k[5] == budget
+              and (configs is None or k[3] in configs or k[2] == "ref")]
+    if not chosen:
+        return []
+    directions = sorted({d for _, rs in chosen for r in rs for d in (r.get("cross_sample") or {})})
+    names = sorted({m for _, rs in chosen for r in rs for m in (r.get("ll") or {}).get("marginal", {})})
+    head = ["model", "impl", "config", "seeds", "steps"] + [f"{d} sample" for d in directions] + \
+        ["cross mean (sample)", "cross mean (means)", "joint", "latent acc"] + [f"log p({m})" for m in names]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    order = {m: i for i, m in enumerate(MODELS)}
+    for (model, _, impl, config, _, _), rs in sorted(chosen, key=lambda kv: (order.get(kv[0][0], 9), kv[0][2] != "ours",
+                                                                             kv[0][3])):
+        cells = [model, impl, config if impl == "ours" else "hand-written", str(len(rs)),
+                 str(round(statistics.mean(r["steps"] for r in rs)))]
+        cells += [_agg([(r.get("cross_sample") or {}).get(d) for r in rs]) for d in directions]
+        cells += [_agg([_mean_of(r.get("cross_sample")) for r in rs]), _agg([_mean_of(r.get("cross_mean")) for r in rs]),
+                  _agg([r.get("joint") for r in rs]), _agg([unimodal_latent(r) for r in rs])]
+        cells += [_agg_ll([(r.get("ll") or {}).get("marginal", {}).get(m) for r in rs]) for m in names]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def chance_line(dataset: str, rows: list[dict]) -> str:
+    acc = next((r["classifier_accuracy"] for r in rows if r["dataset"] == dataset), {})
+    m = len(acc)
+    parts = ["chance: cross coherence and latent accuracy 0.10",
+             f"joint coherence {0.1 ** (m - 1):.2g} (all {m} classifiers agree by chance)" if m > 1 else ""]
+    if dataset in ("mnist-label", "fashion-label"):
+        parts.append("log p(label) of the uniform guess −2.30 (and no normalised model beats it: the label "
+                     "entropy is log 10)")
+    parts.append("classifier test accuracy " + ", ".join(f"{k} {v:.3f}" for k, v in acc.items()))
+    return "; ".join(p for p in parts if p) + "."
+
+
+def write_report() -> None:
+    rows = read_rows()
+    if not rows:
+        return
+    groups = group_rows(rows)
+    lines = ["# Quality on real data: library vs hand-written reference at equal wall time", "",
+             "Written by `python bench/quality.py` from `bench/results/quality.jsonl` (one JSON row per run; the "
+             "script resumes from it). Each run trains for the budget in seconds of wall clock with one thread; "
+             "the library (`mmvae train --time-limit B`, the config named) and the hand-written loop of "
+             "bench/reference/ run *concurrently* as a pair, so both see the same machine load; `steps` is what "
+             "each completed. Metrics use the library's evaluation code for both, with the same cached "
+             "classifiers per dataset: cross coherence from one posterior *sample* (the papers' protocol) and "
+             "from the posterior mean, on up to "
+             f"{EVAL['coherence_rows']} test rows; joint coherence from {EVAL['joint_samples']} prior samples; latent "
+             f"accuracy = linear probe on unimodal posterior means ({EVAL['probe_rows']} training rows; fmmvae: "
+             f"its shared latent); marginal log-likelihood log p(x_m) in nats by importance sampling with "
+             f"K = {EVAL['k']} on {EVAL['ll_rows']} test rows. Values are mean±sd over seeds.", ""]
+    budgets = sorted({r["budget"] for r in rows})
+    for dataset in DATASETS:
+        for scenario in SCENARIOS:
+            for budget in budgets:
+                block = table_lines(groups, dataset, scenario, budget, None)
+                if not block:
+                    continue
+                title = f"## {dataset}" + ("" if scenario == "full" else f", paired fraction {scenario[2:]} (split)") \
+                    + f", {budget:g} s"
+                load = [r["load"] for k, rs in groups.items() if k[1] == dataset and k[4] == scenario and k[5] == budget
+                        for r in rs]
+                lines += [title, "", *block, "", chance_line(dataset, rows) +
+                          f" Machine load (1-min average) during these runs: {min(load):.1f}–{max(load):.1f} on "
+                          f"{os.cpu_count()} cores.", ""]
+    lines += ["Configs: `default` = the library's defaults (no `--set`); `main` = the defaults before issue 10 "
+              "spelt out (`bench/quality.py: main_defaults`); `+key=value` adds `--set key=value` (`lik=X`: every "
+              "image modality's likelihood). hand-written = bench/reference/<model>.py (Gaussian posteriors, "
+              "Bernoulli/Categorical likelihoods, MLP 400, naive ELBO, Adam 1e-3, batch 128).",
+              "", f"torch {torch.__version__}, {platform.machine()}."]
+    REPORT.parent.mkdir(parents=True, exist_ok=True)
+    REPORT.write_text("\n".join(lines) + "\n")
+
+
+# ------------------------------------------------------------------------------------------- CLI
+def parse_only(items: list[str]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        if key not in ("model", "dataset", "impl"):
+            raise SystemExit(f"--only {item}: filter by model=, dataset= or impl= (comma-separated values)")
+        out[key] = value.split(",")
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    ap.add_argument("--only", nargs="*", default=[], metavar="KEY=V1,V2",
+                    help="filters: model=..., dataset=..., impl=ours|ref")
+    ap.add_argument("--configs", default="default", help="comma-separated config labels of the library runs")
+    ap.add_argument("--scenario", default="full", help="comma-separated: full, f=0.25")
+    ap.add_argument("--seeds", default="0,1")
+    ap.add_argument("--budget", type=float, default=90.0, help="training seconds per run")
+    ap.add_argument("--with-fmmvae-ref", action="store_true", help="also run the hand-written fmmvae")
+    ap.add_argument("--report", action="store_true", help="only rewrite the report from the cache")
+    ap.add_argument("--dry-run", action="store_true", help="list the runs that would go")
+    args = ap.parse_args()
+    if args.worker:
+        job = json.loads(args.worker)
+        row = worker(job)
+        (Path(job["tmp"]) / "row.json").write_text(json.dumps(row))
+        return
+    if args.report:
+        write_report()
+        return
+    only = parse_only(args.only)
+    args.models = [m for m in MODELS if m in only.get("model", MODELS)]
+    args.datasets = [d for d in DATASETS if d in only.get("dataset", [d for d in DATASETS if d != "mnist-fonts"])]
+    args.impls = only.get("impl", ["ours", "ref"])
+    args.configs = args.configs.split(",")
+    args.scenarios = args.scenario.split(",")
+    args.seeds = [int(s) for s in args.seeds.split(",")]
+    jobs = plan(args)
+    per_run = args.budget + 40
+    print(f"{len(jobs)} runs to do, about {math.ceil(len(jobs) / 2) * per_run / 60:.0f} min at two at a time",
+          flush=True)
+    if args.dry_run:
+        for j in jobs:
+            print(f"  {j['model']} {j['dataset']} {j['impl']} {j['config']} {j['scenario']} seed {j['seed']}")
+        return
+    run_jobs(jobs)
+
+
+if __name__ == "__main__":
+    main()
