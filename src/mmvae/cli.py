@@ -26,6 +26,12 @@ def _train(args) -> int:
         # limits --max-steps / --time-limit belong to one invocation and start unset.
         cfg = Config.from_dict(read_run_config(Path(args.out))["config"])
         cfg.max_steps, cfg.time_limit = 0, 0.0
+    if args.preset:
+        from .presets import apply_preset
+
+        if args.resume:
+            raise UserError("--preset does not go with --resume: the run folder's config.json already holds its settings")
+        apply_preset(cfg, args.preset, dataset=args.dataset)   # explicit flags and --set below override it
     for key in ("model", "dataset", "epochs", "batch_size", "lr", "latent_dim", "seed", "out", "device",
                 "max_steps", "time_limit"):
         value = getattr(args, key)
@@ -91,6 +97,13 @@ def _datasets(args) -> int:
     return 0
 
 
+def _presets(args) -> int:
+    from .presets import describe
+
+    print(describe(args.name))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mmvae", description="Multimodal variational autoencoders.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -113,6 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder with the dataset's files (DIR/<dataset>/ or DIR), used as is: no download")
     t.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
     t.add_argument("--set", action="append", metavar="KEY=VALUE", help="any other option (repeatable)")
+    t.add_argument("--preset", metavar="NAME", help="start from a paper's published setting (see `mmvae presets`); "
+                   "flags and --set override it")
     t.set_defaults(func=_train)
     s = sub.add_parser("sample", help="draw the sample grid of a trained run")
     s.add_argument("run")
@@ -121,6 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_sample)
     sub.add_parser("models", help="list the models").set_defaults(func=_models)
     sub.add_parser("datasets", help="list the datasets and whether their data is here").set_defaults(func=_datasets)
+    ps = sub.add_parser("presets", help="list the paper presets (mmvae train --preset NAME), or show one")
+    ps.add_argument("name", nargs="?", help="a preset to show in full")
+    ps.set_defaults(func=_presets)
     _add_optional_commands(sub)
     return p
 

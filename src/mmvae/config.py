@@ -32,13 +32,13 @@ class Config:
     # model
     latent_dim: int = 20
     hidden: int = 512
-    network: dict[str, str] = field(default_factory=dict)    # per modality network name (conv | mlp | mnist-mlp ...)
-    objective: str | None = None                              # elbo | iwae | dreg (model default if None)
+    objective: str | None = None                              # elbo | iwae | dreg | dreg-authors (model default if None)
     k: int | None = None                                      # samples per expert (1 for elbo, 10 otherwise)
     kl: str | None = None                                     # analytic | mc (model default if None)
     beta: float = 1.0                                         # final KL weight
     warmup: float | None = None                               # epochs of linear KL warm-up (model default if None)
     posterior: str | None = None                              # normal | laplace (model default if None)
+    prior: str | None = None                                  # None/standard (fixed) | learned | learned-loc-scale
     likelihood: dict[str, str] = field(default_factory=dict)  # per modality override
     scale: dict[str, Any] = field(default_factory=dict)       # per modality decoder scale (float or "learned")
     default_scale: float = 0.75
@@ -57,6 +57,8 @@ class Config:
     grad_accum: int = 1                                       # micro-batches per step (per rank under torchrun)
     out: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)       # model-specific options (e.g. MEME's)
+    network: dict[str, str] = field(default_factory=dict)     # per modality registered network (nets/registry.py)
+    preset: str | None = None                                 # paper preset the run started from (`mmvae presets`)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution
 
+from ..distributions.noise import GLOBAL_NOISE, Noise
 from ..distributions.posteriors import kl_to_prior, log_density
 
 
@@ -46,28 +47,39 @@ class DiagonalMixture:
         """E[z] per row, (B, D)."""
         return (self.weight.unsqueeze(-1) * self.loc).sum(0)
 
+    def log_weighted_components(self, z: Tensor) -> Tensor:
+        """log w_g + log q_g(z | X) for z of shape (..., B, D) -> (..., G, B); −inf where w_g = 0."""
+        lq = log_density(self.components, z.unsqueeze(-3))                       # (..., G, B)
+        logw = torch.where(self.weight > 0, self.weight.log(), torch.full_like(self.weight, -math.inf))
+        return lq + logw
+
     def log_prob(self, z: Tensor) -> Tensor:
         """log q(z | X) for z of shape (..., B, D) -> (..., B); log-sum-exp over usable components."""
-        lq = log_density(self.family(self.loc, self.scale, validate_args=False), z.unsqueeze(-3))  # (..., G, B)
         if self.num_components == 1:
-            return lq.squeeze(-2)
-        logw = torch.where(self.weight > 0, self.weight.log(), torch.full_like(self.weight, -math.inf))
-        return torch.logsumexp(lq + logw, dim=-2)
+            return log_density(self.components, z.unsqueeze(-3)).squeeze(-2)
+        return torch.logsumexp(self.log_weighted_components(z), dim=-2)
 
-    def rsample_stratified(self, k: int) -> Tensor:
+    def rsample_stratified(self, k: int, noise: Noise = GLOBAL_NOISE, name: str = "z") -> Tensor:
         """K reparameterised samples from *each* component: (G, K, B, D) (stratified sampling)."""
-        return self.components.rsample((k,)).transpose(0, 1)
+        return noise.rsample(self.components, (k,), name).transpose(0, 1)
 
-    def rsample(self, k: int = 1) -> Tensor:
+    def rsample(self, k: int = 1, noise: Noise = GLOBAL_NOISE, name: str = "z") -> Tensor:
         """K samples from the mixture, the component drawn per row and sample: (K, B, D)."""
+        return self.rsample_with_source(k, noise, name)[0]
+
+    def rsample_with_source(self, k: int = 1, noise: Noise = GLOBAL_NOISE,
+                            name: str = "z") -> tuple[Tensor, Tensor | None]:
+        """K samples from the mixture (K, B, D) and the component each was drawn from (K, B), None when
+        there is one component. Only the location within the component is reparameterised: the mixture
+        weights do not depend on the encoders, so the discrete pick needs no gradient."""
         if self.num_components == 1:
-            return self.components.rsample((k,))[:, 0]
+            return noise.rsample(self.components, (k,), name)[:, 0], None
         g, b, d = self.loc.shape
-        pick = torch.multinomial(self.weight.t().clamp_min(0), k, replacement=True).t()  # (K, B)
+        pick = noise.choice(self.weight, k, name)                                # (K, B)
         idx = pick.unsqueeze(-1).expand(k, b, d)
         loc = torch.gather(self.loc, 0, idx)
         scale = torch.gather(self.scale, 0, idx)
-        return self.family(loc, scale, validate_args=False).rsample()
+        return noise.rsample(self.family(loc, scale, validate_args=False), (), name), pick
 
     def kl_components(self, prior: Distribution) -> Tensor:
         """KL(q_g || p) per component, (G, B)."""

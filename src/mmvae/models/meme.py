@@ -3,7 +3,8 @@
 Two modalities s and t, each with an encoder q(z|x) and a decoder p(x|z); no fused posterior. On a
 paired row each modality supervises the other: in direction s -> t, q(z|s) is the encoder, t's encoder
 is the conditional prior p(z|t) (shared weights, App. C) and t's decoder is the "classifier" q(t|z);
-L_Bi = 1/2 [L(s->t) + L(t->s)] (eq. 2). A row that observes one modality is an ELBO whose prior is
+L_Bi = 1/2 [L(s->t) + L(t->s)] (eq. 2; ``direction_weight="sum"`` adds the two directions, as the authors'
+code does). A row that observes one modality is an ELBO whose prior is
 the VampPrior of the missing one: 1/N Σ_i q(z | u_i) over N learnable pseudo-samples u_i (eq. 4).
 Training maximises eq. 5, Σ_paired L_Bi + Σ_s-only L(s) + Σ_t-only L(t), over the rows of each batch
 (the batch masks say which is which). The maths is in ``objectives/meme.py``.
@@ -26,6 +27,7 @@ from torch.distributions import Categorical, Distribution, Independent, MixtureS
 from ..config import Config
 from ..data.batch import Batch
 from ..data.dataset import ModalitySpec
+from ..distributions.noise import GLOBAL_NOISE, Noise
 from ..distributions.posteriors import expand_rows, kl_to_prior, log_density, make_posterior, standard_prior
 from ..errors import UserError
 from ..fusion.fusions import mixture_of_experts
@@ -37,7 +39,11 @@ from .registry import register_model
 # Weight c on log q(t|s). The paper's bound has c = 1, the authors' code c = 10; docs/models/meme.md
 # records the measurement behind this default.
 CLASSIFIER_WEIGHT = 10.0
-PSEUDO_SAMPLES = 100
+# N pseudo-samples per modality (eq. 4): the authors' code mixes one batch of them (thwjoy/meme, main.py:
+# the first batch of the unpaired loader, batch size 128).
+PSEUDO_SAMPLES = 128
+# Weight of each direction of a paired row: eq. 2 averages them (1/2), the authors' code adds them.
+DIRECTION_WEIGHTS = {"half": 0.5, "sum": 1.0}
 
 
 class MEME(nn.Module):
@@ -47,6 +53,7 @@ class MEME(nn.Module):
                  likelihoods: Mapping[str, str] | None = None, scales: Mapping | None = None,
                  default_scale: float = 0.75, weights=None, hidden: int = 512, beta: float = 1.0, k: int = 10,
                  classifier_weight: float = CLASSIFIER_WEIGHT, pseudo_samples: int = PSEUDO_SAMPLES,
+                 direction_weight: str = "half",
                  kl: str = "analytic", encoders: Mapping[str, nn.Module] | None = None,
                  decoders: Mapping[str, nn.Module] | None = None):
         super().__init__()
@@ -58,6 +65,9 @@ class MEME(nn.Module):
             raise ValueError(f"pseudo_samples must be >= 1, got {pseudo_samples}")
         if not float(classifier_weight) >= 0:
             raise ValueError(f"classifier_weight must be >= 0, got {classifier_weight}")
+        if direction_weight not in DIRECTION_WEIGHTS:
+            raise ValueError(f"direction_weight must be 'half' (eq. 2, the paper) or 'sum' (the authors' code), "
+                             f"got {direction_weight!r}")
         if kl not in ("analytic", "mc"):
             raise ValueError(f"kl must be 'analytic' or 'mc', got {kl!r}")
         self.specs = dict(specs)
@@ -66,6 +76,7 @@ class MEME(nn.Module):
         self.beta = float(beta)
         self.k = int(k)
         self.classifier_weight = float(classifier_weight)
+        self.direction_weight = direction_weight
         self.num_pseudo = int(pseudo_samples)
         self.kl = kl
         self.encoders, self.decoders, self.likelihoods = modality_modules(
@@ -125,11 +136,13 @@ class MEME(nn.Module):
                                  Independent(family(loc, scale, validate_args=False), 1))
 
     # ---------------------------------------------------------------------------------- objective
-    def loss(self, batch: Batch, beta: float | None = None) -> tuple[Tensor, dict]:
+    def loss(self, batch: Batch, beta: float | None = None, noise: Noise | None = None) -> tuple[Tensor, dict]:
         """−(eq. 5) / batch size: L_Bi on paired rows, the pseudo-sample-prior ELBO on single-modality rows.
 
-        In training mode, empty pseudo-sample slots are first filled from this batch's observed items."""
+        In training mode, empty pseudo-sample slots are first filled from this batch's observed items.
+        ``noise`` fixes the draws (``distributions/noise.py``: ``z/<m>`` and ``fresh/<m>``)."""
         beta = self.beta if beta is None else float(beta)
+        noise = noise or GLOBAL_NOISE
         if self.training:
             self._fill_pseudo(batch)
         names = self.modalities
@@ -155,12 +168,12 @@ class MEME(nn.Module):
             vamp[m] = type(post)(post.loc[n_obs:], post.scale[n_obs:], validate_args=False) if n_u else None
 
         # Samples: one per observed row (the bound's own z), K fresh ones per paired row (App. D).
-        z = {m: q[m].rsample() for m in names if q[m] is not None}
+        z = {m: noise.rsample(q[m], (), f"z/{m}") for m in names if q[m] is not None}
         ppos = {m: pos[m][paired_idx] for m in names}
         fresh = {}
         if n_paired:
             for m in names:
-                fresh[m] = expand_rows(q[m], ppos[m]).rsample((self.k,))   # (K, Bp, D)
+                fresh[m] = noise.rsample(expand_rows(q[m], ppos[m]), (self.k,), f"fresh/{m}")   # (K, Bp, D)
 
         # Decoders: each called once, on its own samples (self-reconstruction) followed by the other
         # modality's own and fresh samples of paired rows (the classifier q(m | z) of the other direction).
@@ -182,7 +195,9 @@ class MEME(nn.Module):
                 log_cls[m] = self.likelihoods[m].log_prob(out_c, x[paired_idx].unsqueeze(0))   # (K+1, Bp)
 
         # Per-row sums (index_add is out of place, so the rows can share one zero tensor to start from).
-        objective = bound = rec = kl_rows = cross = torch.zeros(B, device=paired_idx.device)
+        dtype = next((v.loc.dtype for v in q.values() if v is not None), torch.get_default_dtype())
+        objective = bound = rec = kl_rows = cross = torch.zeros(B, device=paired_idx.device, dtype=dtype)
+        half_or_one = DIRECTION_WEIGHTS[self.direction_weight]      # eq. 2's 1/2, or the authors' sum
         if n_paired:
             for s in names:
                 t = self.other(s)
@@ -191,8 +206,8 @@ class MEME(nn.Module):
                 kl = kl_to_prior(qs, qt) if self.kl == "analytic" else log_density(qs, zs) - log_density(qt, zs)
                 value, parts = mutual_supervision_bound(log_self[s][ppos[s]], log_cls[t], kl, beta,
                                                         self.classifier_weight)
-                objective = objective.index_add(0, paired_idx, 0.5 * value)
-                bound = bound.index_add(0, paired_idx, 0.5 * parts["bound"])
+                objective = objective.index_add(0, paired_idx, half_or_one * value)
+                bound = bound.index_add(0, paired_idx, half_or_one * parts["bound"])
                 rec = rec.index_add(0, paired_idx, log_self[s][ppos[s]].detach())   # both self-reconstructions
                 kl_rows = kl_rows.index_add(0, paired_idx, 0.5 * kl.detach())
                 cross = cross.index_add(0, paired_idx, 0.5 * parts["log_q_cross"])
@@ -290,17 +305,23 @@ class MEME(nn.Module):
 
 
 def build_meme(specs: dict, cfg: Config, encoders: dict | None = None, decoders: dict | None = None) -> MEME:
+    if cfg.prior not in (None, "standard"):
+        raise UserError(f"meme: --set prior={cfg.prior} does not apply: MEME has no fixed prior to learn (a paired "
+                        f"row's prior is the other modality's encoder, a single-modality row's the mixture over "
+                        f"learned pseudo-samples, eq. 4); leave prior unset and tune --set pseudo_samples=N")
     opts = dict(cfg.extra)
     try:
         pseudo = int(opts.get("pseudo_samples", PSEUDO_SAMPLES))
         weight = float(opts.get("classifier_weight", CLASSIFIER_WEIGHT))
+        direction = str(opts.get("direction_weight", "half"))
     except (TypeError, ValueError):
         raise UserError("meme: pseudo_samples must be an integer and classifier_weight a number "
                         f"(got {opts.get('pseudo_samples')!r}, {opts.get('classifier_weight')!r})") from None
     try:
         return MEME(specs, cfg.latent_dim, posterior=cfg.posterior, likelihoods=cfg.likelihood, scales=cfg.scale,
                     default_scale=cfg.default_scale, weights=cfg.weights, hidden=cfg.hidden, beta=cfg.beta,
-                    k=cfg.k, classifier_weight=weight, pseudo_samples=pseudo, kl=cfg.kl, encoders=encoders,
+                    k=cfg.k, classifier_weight=weight, pseudo_samples=pseudo, direction_weight=direction,
+                    kl=cfg.kl, encoders=encoders,
                     decoders=decoders)
     except ValueError as e:
         raise UserError(f"meme: {e}") from None
@@ -308,6 +329,7 @@ def build_meme(specs: dict, cfg: Config, encoders: dict | None = None, decoders:
 
 register_model("meme", "Joy, Shi, Torr & Siddharth 2022, Learning Multimodal VAEs through Mutual Supervision",
                "two modalities supervise each other (bidirectional semi-supervised bound); unpaired rows use a "
-               "pseudo-sample (VampPrior) prior; options pseudo_samples=N classifier_weight=c, k=K fresh samples",
+               "pseudo-sample (VampPrior) prior; options pseudo_samples=N classifier_weight=c "
+               "direction_weight=half|sum, k=K fresh samples",
                dict(objective="meme", kl="analytic", posterior="normal", weights="uniform"),
-               min_modalities=2, max_modalities=2, options=("pseudo_samples", "classifier_weight"))(build_meme)
+               min_modalities=2, max_modalities=2, options=("pseudo_samples", "classifier_weight", "direction_weight"))(build_meme)

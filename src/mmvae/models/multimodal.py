@@ -15,7 +15,8 @@ from torch.distributions import Distribution
 from ..data.batch import Batch
 from ..data.dataset import ModalitySpec
 from ..distributions.likelihoods import make_likelihood
-from ..distributions.posteriors import make_posterior, standard_prior
+from ..distributions.posteriors import make_posterior
+from ..distributions.prior import Prior
 from ..fusion.mixture import DiagonalMixture
 from ..nets.registry import default_networks
 
@@ -64,11 +65,13 @@ class MultimodalVAE(nn.Module):
 
     ``fusion(experts, masks) -> DiagonalMixture``; ``objective(model, batch, beta) -> (loss, logs)``.
     ``stratified``: the estimator draws K samples from every mixture component (MMVAE) rather than K
-    from the mixture (MoPoE).
+    from the mixture (MoPoE). ``prior``: ``standard`` (None), ``learned`` or ``learned-loc-scale``
+    (``distributions/prior.py``); ``prior_family``: normal or laplace (default: the posterior's).
     """
 
     def __init__(self, specs: Mapping[str, ModalitySpec], latent_dim: int, fusion: Callable,
                  objective: Callable, *, posterior: str = "normal", prior: str | None = None,
+                 prior_family: str | None = None,
                  likelihoods: Mapping[str, str] | None = None, scales: Mapping | None = None,
                  default_scale: float = 0.75, weights=None, hidden: int = 512, stratified: bool = False,
                  beta: float = 1.0, encoders: Mapping[str, nn.Module] | None = None,
@@ -84,13 +87,19 @@ class MultimodalVAE(nn.Module):
         self.encoders, self.decoders, self.likelihoods = modality_modules(
             self.specs, self.latent_dim, hidden, likelihoods, scales, default_scale, encoders, decoders)
         self.weights = modality_weights(self.specs, weights)
-        self.prior_family = prior or posterior
-        self.register_buffer("_prior_anchor", torch.zeros(self.latent_dim), persistent=False)
+        self.prior_family = prior_family or posterior
+        self.latent_prior = Prior(self.prior_family, self.latent_dim, prior)
 
     # ----------------------------------------------------------------------------------- pieces
     @property
+    def prior_kind(self) -> str:
+        """``standard``, ``learned`` or ``learned-loc-scale`` (``distributions/prior.py``)."""
+        return self.latent_prior.kind
+
+    @property
     def prior(self) -> Distribution:
-        return standard_prior(self.prior_family, self.latent_dim, self._prior_anchor.device)
+        """p(z) with its current (possibly learned) parameters."""
+        return self.latent_prior.distribution()
 
     @property
     def modalities(self) -> list[str]:
@@ -149,10 +158,14 @@ class MultimodalVAE(nn.Module):
                 total = total.index_add(0, torch.tensor(strata, device=z.device), lp)
         return total
 
-    def loss(self, batch: Batch, beta: float | None = None) -> tuple[Tensor, dict]:
+    def loss(self, batch: Batch, beta: float | None = None, noise=None) -> tuple[Tensor, dict]:
         """The training loss. ``beta`` is the KL weight of this step; None means the configured final
-        weight (never 0 by omission: a forgotten warm-up argument must not switch the KL off)."""
-        return self.objective(self, batch, self.beta if beta is None else float(beta))
+        weight (never 0 by omission: a forgotten warm-up argument must not switch the KL off).
+        ``noise`` (``distributions/noise.py``) fixes the random draws; None draws from torch's generator."""
+        beta = self.beta if beta is None else float(beta)
+        if noise is None:
+            return self.objective(self, batch, beta)
+        return self.objective(self, batch, beta, noise=noise)
 
     # ------------------------------------------------------------------------------------ user API
     @torch.no_grad()

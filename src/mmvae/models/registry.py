@@ -10,8 +10,10 @@ from functools import partial
 from typing import Any, Callable
 
 from ..config import Config
+from ..distributions.prior import prior_kind
 from ..errors import UserError
 from ..fusion.fusions import FUSIONS
+from ..nets.registry import with_networks
 from ..objectives.estimators import make_estimator
 from ..objectives.subsampled import SubsampledObjective
 from .multimodal import MultimodalVAE
@@ -64,12 +66,13 @@ def fusion_model(fusion: str, stratified: bool, subsample: bool = False, **fusio
                             f"does not fit; use --set posterior=normal")
         try:
             estimator = make_estimator(cfg.objective, cfg.k, cfg.kl)
+            cfg.prior = prior_kind(cfg.prior)           # the resolved name is what config.json keeps
         except ValueError as e:
             raise UserError(str(e)) from None
         objective = SubsampledObjective(estimator, cfg.subsample_k) if subsample else estimator
         fuse = partial(FUSIONS[fusion], **fusion_kwargs) if fusion_kwargs else FUSIONS[fusion]
         try:
-            return MultimodalVAE(specs, cfg.latent_dim, fuse, objective, posterior=cfg.posterior,
+            return MultimodalVAE(specs, cfg.latent_dim, fuse, objective, posterior=cfg.posterior, prior=cfg.prior,
                                  likelihoods=cfg.likelihood, scales=cfg.scale, default_scale=cfg.default_scale,
                                  weights=cfg.weights, hidden=cfg.hidden, stratified=stratified, beta=cfg.beta,
                                  encoders=encoders, decoders=decoders)
@@ -88,7 +91,7 @@ register_model("mvae", "Wu & Goodman 2018, Multimodal Generative Models for Scal
                dict(objective="elbo", kl="analytic", posterior="normal", weights="rescale", warmup=2.0),
                min_modalities=2)(fusion_model("poe", stratified=False, subsample=True))
 register_model("mmvae", "Shi, Siddharth, Paige & Torr 2019, Variational Mixture-of-Experts Autoencoders",
-               "mixture of experts; stratified objective elbo | iwae | dreg; Laplace posteriors by default",
+               "mixture of experts; stratified objective elbo | iwae | dreg | dreg-authors; Laplace posteriors by default",
                dict(objective="elbo", kl="mc", posterior="laplace", weights="rescale"),
                min_modalities=2)(fusion_model("moe", stratified=True))
 register_model("mopoe", "Sutter, Daunhawer & Vogt 2021, Generalized Multimodal ELBO",
@@ -119,25 +122,6 @@ def modalities_for(cfg: Config, specs: dict) -> list[str] | None:
     return None
 
 
-def with_networks(specs: dict, networks: dict) -> dict:
-    """The specs with the networks named by ``--set network.<modality>=NAME`` (nets/registry.py)."""
-    from dataclasses import replace
-
-    from ..nets.registry import NETWORKS
-
-    if not networks:
-        return specs
-    if not isinstance(networks, dict):
-        raise UserError(f"network is set per modality: use --set network.<modality>=NAME (names: {', '.join(NETWORKS)})")
-    unknown = set(networks) - set(specs)
-    if unknown:
-        raise UserError(f"network given for unknown modalities {sorted(unknown)}; the data has {', '.join(specs)}")
-    bad = {m: n for m, n in networks.items() if n not in NETWORKS}
-    if bad:
-        raise UserError(f"unknown network(s) {bad}: use one of {', '.join(NETWORKS)}")
-    return {m: replace(s, network=networks.get(m, s.network)) for m, s in specs.items()}
-
-
 def build_model(specs: dict, cfg: Config, encoders: dict | None = None, decoders: dict | None = None):
     """Build the configured model for a dataset's modalities, checking the fit first.
 
@@ -162,12 +146,21 @@ def build_model(specs: dict, cfg: Config, encoders: dict | None = None, decoders
         raise UserError(f"unknown option(s) {', '.join(sorted(unknown))} for model '{cfg.model}' "
                         f"(its own options: {allowed}; see `mmvae train --help` for the common ones)")
     resolve(cfg, entry)
-    specs = with_networks(specs, cfg.network)
     if cfg.posterior not in ("normal", "laplace"):
         raise UserError(f"posterior '{cfg.posterior}' is unknown: use normal or laplace")
+    specs = with_networks(specs, cfg.network)
     networks = {k: v for k, v in (("encoders", encoders), ("decoders", decoders)) if v}
     for kind, nets in networks.items():
         if set(nets) - set(specs):
             raise UserError(f"{kind} given for unknown modalities {sorted(set(nets) - set(specs))}; "
                             f"the data has {', '.join(specs)}")
-    return entry.build(specs, cfg, **networks)
+    try:
+        wanted = prior_kind(cfg.prior)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    model = entry.build(specs, cfg, **networks)
+    if wanted != "standard" and getattr(model, "prior_kind", None) != wanted:
+        # a builder that does not pass the option on must not ignore it silently
+        raise UserError(f"model '{cfg.model}' does not support --set prior={cfg.prior}: its prior is fixed "
+                        f"(leave prior unset)")
+    return model

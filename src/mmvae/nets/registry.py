@@ -6,11 +6,13 @@ parameters. The library flattens K samples into N, so user networks need no K-aw
 """
 from __future__ import annotations
 
-from typing import Callable
+from dataclasses import replace
+from typing import Callable, Mapping
 
 from torch import nn
 
 from ..data.dataset import ModalitySpec
+from ..errors import UserError
 from .conv import CONV_SIZES, ConvDecoder, ConvEncoder
 from .mlp import MLPDecoder, MLPEncoder
 from .text import TextDecoder, TextEncoder
@@ -75,6 +77,26 @@ def mlp_networks(spec: ModalitySpec, latent_dim: int, hidden: int):
 def mnist_mlp_networks(spec: ModalitySpec, latent_dim: int, hidden: int):
     # MMVAE / MEME (App. K) MNIST networks: one hidden layer of 400 units; picked by ModalitySpec.network.
     return MLPEncoder(spec.shape, latent_dim, (400,)), MLPDecoder(spec.shape, latent_dim, (400,))
+
+
+@register_network("mvae-mlp")
+def mvae_mlp_networks(spec: ModalitySpec, latent_dim: int, hidden: int):
+    # MVAE's MNIST image and label networks (Wu & Goodman 2018, official code): Swish MLPs, two hidden
+    # layers in the encoder and three in the decoder, 512 wide there (``hidden`` here).
+    return MLPEncoder(spec.shape, latent_dim, (hidden,) * 2), MLPDecoder(spec.shape, latent_dim, (hidden,) * 3)
+
+
+def with_networks(specs: Mapping[str, ModalitySpec], choice: Mapping[str, str] | None) -> dict[str, ModalitySpec]:
+    """The specs with ``network`` replaced for the modalities named in ``choice`` (``--set network.<m>=NAME``,
+    used by paper presets); unknown modalities and unregistered networks are a UserError."""
+    choice = dict(choice or {})
+    unknown = sorted(set(choice) - set(specs))
+    if unknown:
+        raise UserError(f"network given for unknown modalities {unknown}: the data has {', '.join(specs)}")
+    missing = sorted({n for n in choice.values() if n not in NETWORKS})
+    if missing:
+        raise UserError(f"network {', '.join(map(repr, missing))} is not registered: use one of {', '.join(sorted(NETWORKS))}")
+    return {m: replace(s, network=choice[m]) if m in choice else s for m, s in specs.items()}
 
 
 def default_networks(spec: ModalitySpec, latent_dim: int, hidden: int = 512) -> tuple[nn.Module, nn.Module]:

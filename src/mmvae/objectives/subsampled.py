@@ -33,10 +33,10 @@ class SubsampledObjective:
         self.k = int(k)
         self.name = f"subsampled-{inner.name}"
 
-    def __call__(self, model, batch, beta: float):
+    def __call__(self, model, batch, beta: float, noise=None):
         experts = model.encode_experts(batch)
         require_normal(experts, "MVAE's product of experts")
         subsets = training_subsets(list(experts), self.k)
         loc, scale, usable = subset_products(experts, batch.mask, subsets, prior_expert=True)
         post = DiagonalMixture(type(next(iter(experts.values()))), loc, scale, usable)
-        return self.inner(model, batch, beta, post, Strata(independent=True, weight=usable, members=subsets))
+        return self.inner(model, batch, beta, post, Strata(independent=True, weight=usable, members=subsets), noise)
