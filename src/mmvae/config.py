@@ -31,7 +31,7 @@ class Config:
     grad_clip: float = 0.0                                    # 0: no clipping
     # model
     latent_dim: int = 20
-    hidden: int = 512
+    hidden: int = 400                                         # hidden units of the MLPs (docs/defaults.md)
     objective: str | None = None                              # elbo | iwae | dreg | dreg-authors (model default if None)
     k: int | None = None                                      # samples per expert (1 for elbo, 10 otherwise)
     kl: str | None = None                                     # analytic | mc (model default if None)
