@@ -9,9 +9,14 @@ from pathlib import Path
 from .config import Config, apply_overrides
 from .errors import UserError
 
-EPILOG = """common --set keys: objective=elbo|iwae|dreg  k=K  beta=B  warmup=EPOCHS  posterior=normal|laplace
-  likelihood.<modality>=bernoulli|normal|laplace|categorical  scale.<modality>=0.75|learned
-  weights=uniform|rescale  weights.<modality>=λ  subsample_k=K (mvae)  data.<option>=V (e.g. data.modalities=5)
+EPILOG = """defaults (chosen by bench/quality.py, docs/defaults.md): mopoe on mnist-label, 60 epochs, batch 128, Adam
+  lr 1e-3, latent 20; every model: Gaussian posteriors, N(0, I) prior, uniform weights, ELBO (meme: its own
+  bound); images in [0, 1] (grey or colour, built-in or .npz): Bernoulli likelihood and an MLP with one hidden
+  layer of 400; labels and words: Categorical; other arrays: Normal, scale 0.75. Paper settings: --preset.
+common --set keys: objective=elbo|iwae|dreg  k=K  beta=B  warmup=EPOCHS  posterior=normal|laplace
+  likelihood.<modality>=bernoulli|continuous_bernoulli|normal|laplace|categorical  scale.<modality>=0.75|learned
+  network.<modality>=mlp|conv|mnist-mlp|mvae-mlp  weights=uniform|rescale  weights.<modality>=λ
+  subsample_k=K (mvae)  data.<option>=V (e.g. data.modalities=5)
   paired_fraction=F  observed=<modality>|split  val_fraction=F  grad_clip=G  max_rollbacks=N  max_steps=N
   time_limit=SECONDS  hidden=H  amsgrad=true  amp=off|bf16  compile=true  grad_accum=N
 several GPUs or nodes: torchrun --nproc_per_node N -m mmvae train ...  (docs/distributed.md)"""
@@ -110,11 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a model into a run folder", epilog=EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     t.add_argument("--model", help="model name (see `mmvae models`); default mopoe")
-    t.add_argument("--dataset", help="dataset name (see `mmvae datasets`) or PATH.npz / folder of .npy")
-    t.add_argument("--epochs", type=int)
-    t.add_argument("--batch-size", type=int, dest="batch_size")
-    t.add_argument("--lr", type=float)
-    t.add_argument("--latent-dim", type=int, dest="latent_dim")
+    t.add_argument("--dataset", help="dataset name (see `mmvae datasets`) or PATH.npz / folder of .npy; "
+                                     "default mnist-label")
+    t.add_argument("--epochs", type=int, help="default 60")
+    t.add_argument("--batch-size", type=int, dest="batch_size", help="default 128")
+    t.add_argument("--lr", type=float, help="Adam learning rate, default 1e-3")
+    t.add_argument("--latent-dim", type=int, dest="latent_dim", help="default 20")
     t.add_argument("--seed", type=int)
     t.add_argument("--out", help="run folder (default runs/<model>-<dataset>)")
     t.add_argument("--device", help="auto | cpu | cuda")
