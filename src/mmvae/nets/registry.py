@@ -84,7 +84,8 @@ def mnist_mlp_networks(spec: ModalitySpec, latent_dim: int, hidden: int):
 def mvae_mlp_networks(spec: ModalitySpec, latent_dim: int, hidden: int):
     # MVAE's MNIST image and label networks (Wu & Goodman 2018, official code): Swish MLPs, two hidden
     # layers in the encoder and three in the decoder, 512 wide there (``hidden`` here).
-    return MLPEncoder(spec.shape, latent_dim, (hidden,) * 2), MLPDecoder(spec.shape, latent_dim, (hidden,) * 3)
+    return (MLPEncoder(spec.shape, latent_dim, (hidden,) * 2, activation=nn.SiLU),
+            MLPDecoder(spec.shape, latent_dim, (hidden,) * 3, activation=nn.SiLU))
 
 
 def with_networks(specs: Mapping[str, ModalitySpec], choice: Mapping[str, str] | None) -> dict[str, ModalitySpec]:
