@@ -465,8 +465,10 @@ def table_lines(groups: dict, dataset: str, scenario: str, budget: float, config
     if not chosen:
         return []
     directions = sorted({d for _, rs in chosen for r in rs for d in (r.get("cross_sample") or {})})
+    if any("+" in d for d in directions):   # three or more modalities: mean coherence by number of sources
+        directions = sorted({f"from {d.split('->')[0].count('+') + 1}" for d in directions})
     names = sorted({m for _, rs in chosen for r in rs for m in (r.get("ll") or {}).get("marginal", {})})
-    head = ["model", "impl", "config", "seeds", "steps"] + [f"{d} sample" for d in directions] + \
+    head = ["model", "impl", "config", "seeds", "steps"] + [f"{d} (sample)" for d in directions] + \
         ["cross mean (sample)", "cross mean (means)", "joint", "latent acc"] + [f"log p({m})" for m in names]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     order = {m: i for i, m in enumerate(MODELS)}
@@ -474,12 +476,22 @@ def table_lines(groups: dict, dataset: str, scenario: str, budget: float, config
                                                                              kv[0][3])):
         cells = [model, impl, config if impl == "ours" else "hand-written", str(len(rs)),
                  str(round(statistics.mean(r["steps"] for r in rs)))]
-        cells += [_agg([(r.get("cross_sample") or {}).get(d) for r in rs]) for d in directions]
+        cells += [_agg([_direction(r.get("cross_sample"), d) for r in rs]) for d in directions]
         cells += [_agg([_mean_of(r.get("cross_sample")) for r in rs]), _agg([_mean_of(r.get("cross_mean")) for r in rs]),
                   _agg([r.get("joint") for r in rs]), _agg([unimodal_latent(r) for r in rs])]
         cells += [_agg_ll([(r.get("ll") or {}).get("marginal", {}).get(m) for r in rs]) for m in names]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
+
+
+def _direction(cross: dict | None, column: str) -> float | None:
+    """One direction's coherence, or for a "from N" column the mean over the directions with N sources."""
+    if not cross:
+        return None
+    if not column.startswith("from "):
+        return cross.get(column)
+    n = int(column.split()[1])
+    return _mean_of({k: v for k, v in cross.items() if k.split("->")[0].count("+") + 1 == n})
 
 
 def chance_line(dataset: str, rows: list[dict]) -> str:
@@ -510,7 +522,12 @@ def write_report() -> None:
              f"{EVAL['coherence_rows']} test rows; joint coherence from {EVAL['joint_samples']} prior samples; latent "
              f"accuracy = linear probe on unimodal posterior means ({EVAL['probe_rows']} training rows; fmmvae: "
              f"its shared latent); marginal log-likelihood log p(x_m) in nats by importance sampling with "
-             f"K = {EVAL['k']} on {EVAL['ll_rows']} test rows. Values are mean±sd over seeds.", ""]
+             f"K = {EVAL['k']} on {EVAL['ll_rows']} test rows. Values are mean±sd over seeds. Log-likelihoods "
+             f"compare only within one likelihood family: the Bernoulli scores grey levels by a cross-entropy "
+             f"(not a density on [0, 1]), the continuous Bernoulli, Laplace and Normal are densities. A joint "
+             f"coherence of 1.00 with cross coherence at chance means every generation looks the same "
+             f"(a collapsed model), not success. With three or more modalities, `from N` is the mean cross "
+             f"coherence over the directions given N modalities.", ""]
     budgets = sorted({r["budget"] for r in rows})
     for dataset in DATASETS:
         for scenario in SCENARIOS:
@@ -539,16 +556,17 @@ def write_report() -> None:
 DEFAULT_RUN = RESULTS / "default_run.jsonl"
 
 
-def default_run(seed: int) -> None:
-    """`mmvae train` with no arguments but --seed/--out, timed from the command line, then scored like the
-    table rows, with K = 1000 on every test row for the log-likelihoods (cheap for this small model)."""
+def default_run(seed: int, args: str | None = None) -> None:
+    """`mmvae train` with no arguments but --seed/--out (and --model when comparing models), timed from the
+    command line, then scored like the table rows, with K = 1000 on every test row for the likelihoods."""
     from mmvae.runs import load_run
 
     tmp = tempfile.mkdtemp(prefix="quality-default-")
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT / "src"))
+    extra = args.split() if args else []
     t = time.time()
-    subprocess.run([sys.executable, "-m", "mmvae", "train", "--seed", str(seed), "--out", f"{tmp}/run"], env=env,
-                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run([sys.executable, "-m", "mmvae", "train", "--seed", str(seed), "--out", f"{tmp}/run", *extra],
+                   env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wall = time.time() - t
     torch.set_num_threads(1)
     run = load_run(f"{tmp}/run")
@@ -557,10 +575,11 @@ def default_run(seed: int) -> None:
     EVAL.update(ll_rows=len(splits.test), k=1000)
     row = score(run.model, splits, classifiers)
     state = torch.load(Path(tmp) / "run" / "training_state.pt", map_location="cpu", weights_only=True)
-    row.update(seed=seed, wall_seconds=round(wall, 1), steps=state["progress"]["global_step"],
+    row.update(seed=seed, model=run.config.model, argv=extra, wall_seconds=round(wall, 1),
+               steps=state["progress"]["global_step"],
                config={k: v for k, v in run.config.to_dict().items() if k not in ("out", "data")},
                classifier_accuracy=acc, load=os.getloadavg()[0], when=time.strftime("%Y-%m-%d %H:%M"),
-               fingerprint=ours_fingerprint("mvae", splits.specs, []))
+               fingerprint=ours_fingerprint(run.config.model, splits.specs, []))
     with open(DEFAULT_RUN, "a") as f:
         f.write(json.dumps(row) + "\n")
     print(json.dumps({k: row[k] for k in ("wall_seconds", "steps", "cross_sample", "cross_mean", "joint", "ll")}))
@@ -570,17 +589,22 @@ def default_run_lines() -> list[str]:
     if not DEFAULT_RUN.exists():
         return []
     rows = [json.loads(x) for x in DEFAULT_RUN.read_text().splitlines() if x.strip()]
-    newest = rows[-1]["fingerprint"]
-    rows = [r for r in rows if r["fingerprint"] == newest]
-    lines = ["## Default run: `mmvae train` (MVAE on mnist-label)", "",
-             "`python bench/quality.py --default-run --seeds 0,1,2`: the command with no arguments (but `--seed`, "
-             "`--out`), wall time from the shell including start-up; log-likelihoods with K = 1000 on all test rows.",
-             "", "| seed | wall s | steps | image→label (sample) | label→image (sample) | image→label (mean) | "
+    newest = {}
+    for r in rows:   # the newest code's rows per command
+        newest[tuple(r.get("argv", []))] = r["fingerprint"]
+    rows = [r for r in rows if r["fingerprint"] == newest[tuple(r.get("argv", []))]]
+    lines = ["## Default run: `mmvae train` on mnist-label", "",
+             "`python bench/quality.py --default-run --seeds 0,1,2 [--default-args '--model NAME ...']`: the command with no "
+             "arguments but `--seed` and `--out` (and the arguments shown for the other rows), 1 thread, wall time from the "
+             "shell including start-up; the same metrics as above, log-likelihoods with K = 1000 on all test rows.",
+             "", "| command | seed | wall s | steps | image→label (sample) | label→image (sample) | image→label (mean) | "
              "label→image (mean) | joint | log p(label \\| image) | log p(label) | log p(image) | load |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: (r.get("argv", []), r["seed"])):
         cs, cm, ll = r["cross_sample"], r["cross_mean"], r["ll"]
-        lines.append(f"| {r['seed']} | {r['wall_seconds']:.0f} | {r['steps']} | {cs['image->label']:.3f} | "
+        command = "`mmvae train " + " ".join(r.get("argv", [])) + "`"
+        lines.append(f"| {command} ({r.get('model', 'mvae')}) | {r['seed']} | {r['wall_seconds']:.0f} | {r['steps']} | "
+                     f"{cs['image->label']:.3f} | "
                      f"{cs['label->image']:.3f} | {cm['image->label']:.3f} | {cm['label->image']:.3f} | {r['joint']:.3f} | "
                      f"{ll['conditional']['label|image']:.3f} | {ll['marginal']['label']:.3f} | "
                      f"{ll['marginal']['image']:.1f} | {r['load']:.1f} |")
@@ -613,6 +637,7 @@ def main() -> None:
     ap.add_argument("--with-fmmvae-ref", action="store_true", help="also run the hand-written fmmvae")
     ap.add_argument("--report", action="store_true", help="only rewrite the report from the cache")
     ap.add_argument("--default-run", action="store_true", help="time and score `mmvae train` with no arguments")
+    ap.add_argument("--default-args", help="with --default-run: extra arguments, e.g. '--model mopoe' (to compare)")
     ap.add_argument("--dry-run", action="store_true", help="list the runs that would go")
     args = ap.parse_args()
     if args.worker:
@@ -625,7 +650,7 @@ def main() -> None:
         return
     if args.default_run:
         for seed in args.seeds.split(","):
-            default_run(int(seed))
+            default_run(int(seed), args.default_args)
         write_report()
         return
     only = parse_only(args.only)
