@@ -12,7 +12,7 @@ modules (thin wrappers that return MultiVae's ModelOutput), so both libraries ev
 
 Run with the MultiVae environment (mmvae from this checkout on the path):
 
-    PYTHONPATH=src OMP_NUM_THREADS=1 /work/multivae-venv/bin/python bench/eval_speed.py --threads 1
+    PYTHONPATH=src OMP_NUM_THREADS=1 $MULTIVAE_PYTHON bench/eval_speed.py --threads 1
 
 Prints a Markdown table (points per second and the ratio) and writes it to --out if given.
 """

@@ -28,7 +28,7 @@ Implementations, per model:
 
 Run (MultiVae and mmvae installed in one environment; without MultiVae the other columns still run)::
 
-    /work/multivae-venv/bin/python bench/speed.py            # writes docs/results/speed.md
+    $MULTIVAE_PYTHON bench/speed.py            # writes docs/results/speed.md
     python bench/speed.py --impls mmvae hand trainer --out docs/results/speed-torch-cpu.md
 """
 from __future__ import annotations
@@ -451,7 +451,7 @@ def main(argv=None) -> None:
     text = f"""# Training throughput (issue 2, item 8)
 
 Command: `{cmd.strip()}` (mmvae and MultiVae installed in one environment, e.g.
-`/work/multivae-venv/bin/python bench/speed.py`), seed {args.seed}; {time.time() - t0:.0f} s in all.
+`$MULTIVAE_PYTHON bench/speed.py`), seed {args.seed}; {time.time() - t0:.0f} s in all.
 
 Machine: {machine()}. **Shared machine**: other jobs ran at the same time (load average
 {load_before[0]:.2f} before, {load_after[0]:.2f} after), so absolute samples/s drift; read the ratios.

@@ -25,6 +25,7 @@ from mmvae.data.arrays import load_arrays
 from mmvae.data.dataset import DatasetSplits, ModalitySpec, MultimodalDataset
 from mmvae.errors import UserError
 from mmvae.train.trainer import Trainer
+from safetensors.torch import load_file
 
 checkpoint = importlib.import_module("mmvae.train.checkpoint")  # mmvae.train is also a function name
 
@@ -40,6 +41,8 @@ def _fails_cleanly(capsys, argv: list[str], *needles: str) -> str:
     code = main(argv)
     err = capsys.readouterr().err.strip()
     assert code == 2, err
+    # notes printed before the failure (e.g. "note: --resume overrides epochs 1 -> 2") are not the error
+    err = "\n".join(line for line in err.splitlines() if not line.startswith("note: "))
     assert err.count("\n") == 0 and err.startswith("mmvae: error: "), err
     for needle in needles:
         assert needle in err, err
@@ -69,13 +72,71 @@ CORRUPTIONS = {
 }
 
 
-@pytest.mark.parametrize("victim, damage", [("model.safetensors", d) for d in sorted(CORRUPTIONS)]
-                         + [("training_state.pt", d) for d in ("empty", "garbage", "truncated")])
-def test_damaged_checkpoint_on_resume(run, capsys, victim, damage):
-    path = run / victim
-    path.write_bytes(CORRUPTIONS[damage](path.read_bytes()))
+def _weights(path: Path) -> dict:
+    return load_file(str(path))
+
+
+def _flip(path: Path, count: int = 64, seed: int = 0) -> None:
+    """Overwrite ``count`` bytes in the middle half of a file (a bit-damaged copy that still loads)."""
+    b = bytearray(path.read_bytes())
+    rng = np.random.default_rng(seed)
+    for pos in rng.integers(len(b) // 4, 3 * len(b) // 4, size=count):
+        b[pos] ^= 0xFF
+    path.write_bytes(bytes(b))
+
+
+@pytest.fixture(scope="module")
+def resumed_clean(trained, tmp_path_factory) -> Path:
+    """The trained run resumed to epoch 2 without damage: what every recovery must reach."""
+    out = tmp_path_factory.mktemp("clean") / "run"
+    shutil.copytree(trained, out)
+    assert main(["train", *SMALL, "--epochs", "2", "--out", str(out), "--resume"]) == 0
+    return out
+
+
+@pytest.mark.parametrize("damage", sorted(CORRUPTIONS) + ["flipped"])
+def test_damaged_weights_export_is_rewritten_from_the_state(run, resumed_clean, capsys, damage):
+    path = run / "model.safetensors"
+    original = path.read_bytes()
+    if damage == "flipped":
+        _flip(path)
+    else:
+        path.write_bytes(CORRUPTIONS[damage](original))
+    damaged = path.read_bytes()
+    assert main(["train", *SMALL, "--epochs", "2", "--out", str(run), "--resume"]) == 0
+    err = capsys.readouterr().err
+    assert "model.safetensors is damaged" in err and "model.safetensors.damaged" in err, err
+    assert (run / "model.safetensors.damaged").read_bytes() == damaged      # kept, not deleted
+    clean, got = _weights(resumed_clean / "model.safetensors"), _weights(run / "model.safetensors")
+    assert all(torch.equal(clean[k], got[k]) for k in clean)                # the exact resumed run
+
+
+@pytest.mark.parametrize("damage", ["empty", "garbage", "truncated", "flipped", "missing"])
+def test_damaged_state_falls_back_to_the_last_intact_weights(run, capsys, damage):
+    state = run / "training_state.pt"
+    if damage == "flipped":        # loads without any error: only the checksum finds it
+        _flip(state)
+        torch.load(state, weights_only=True)
+    elif damage == "missing":
+        state.unlink()
+    else:
+        state.write_bytes(CORRUPTIONS[damage](state.read_bytes()))
+    assert main(["train", *SMALL, "--epochs", "2", "--out", str(run), "--resume"]) == 0
+    err = capsys.readouterr().err
+    assert "training_state.pt is" in err and "continuing from model.safetensors (epoch 1" in err, err
+    assert (run / "training_state.pt.damaged").exists() == (damage != "missing")
+    events = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if '"resume"' in x]
+    assert events[-1]["from"] == "model.safetensors"
+    state = torch.load(run / "training_state.pt", weights_only=True)       # a new, intact state
+    assert state["progress"]["epoch"] == 2
+
+
+def test_everything_damaged_exits_2_naming_the_state(run, capsys):
+    for name in ("training_state.pt", "model.safetensors", "best.safetensors"):
+        _flip(run / name)
     before = _fingerprint(run)
-    _fails_cleanly(capsys, ["train", *SMALL, "--epochs", "2", "--out", str(run), "--resume"], victim)
+    _fails_cleanly(capsys, ["train", *SMALL, "--epochs", "2", "--out", str(run), "--resume"],
+                   "training_state.pt is damaged", "no intact weights")
     assert _fingerprint(run) == before
 
 
@@ -92,6 +153,7 @@ def test_state_of_another_model_is_refused(run, capsys):
     state = torch.load(run / "training_state.pt", weights_only=True)
     state["model"] = {"something.else": torch.zeros(3)}
     torch.save(state, run / "training_state.pt")
+    (run / "checksums.json").unlink()     # an older run folder: nothing to verify, the state is loaded
     before = _fingerprint(run)
     _fails_cleanly(capsys, ["train", *SMALL, "--epochs", "2", "--out", str(run), "--resume"], "does not fit this model")
     assert _fingerprint(run) == before
@@ -111,6 +173,7 @@ def test_incompatible_state_version(run, capsys):
     state = torch.load(run / "training_state.pt", weights_only=True)
     state["format_version"] = 0
     torch.save(state, run / "training_state.pt")
+    (run / "checksums.json").unlink()
     before = _fingerprint(run)
     _fails_cleanly(capsys, ["train", *SMALL, "--epochs", "2", "--out", str(run), "--resume"], "incompatible")
     assert _fingerprint(run) == before

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 
+import matplotlib.legend
 import pytest
 import torch
 from torch import nn
@@ -212,6 +213,59 @@ def test_coherence_is_one_for_a_copying_model_and_chance_for_one_that_ignores_it
         assert perfect["synergy"] is None
 
 
+class Scaled(nn.Module):
+    """x -> (gain · x, constant raw scale): a posterior centred on the scaled input with a fixed width."""
+
+    def __init__(self, gain: float, raw: float):
+        super().__init__()
+        self.gain, self.raw = gain, raw
+
+    def forward(self, x):
+        return self.gain * x, torch.full_like(x, self.raw)
+
+
+def label_vae(classes: int, width: float) -> MultimodalVAE:
+    """Two one-hot modalities; q(z | x_m) = N(2 · onehot, width²) in D = classes dimensions; each decoder
+    reads z as the logits of its class. The posterior mean always decodes to the input's class; a sample
+    does so only when the posterior is narrow."""
+    specs = {m: ModalitySpec(m, "categorical", (classes,), "categorical", num_classes=classes) for m in ("a", "b")}
+    raw = math.log(math.expm1(width))                                        # softplus(raw) = width
+    return MultimodalVAE(specs, classes, mixture_of_experts, make_estimator("elbo"), posterior="normal",
+                         encoders={m: Scaled(2.0, raw) for m in specs},
+                         decoders={m: nn.Identity() for m in specs}).eval()
+
+
+@pytest.mark.parametrize("width", [0.01, 5.0])
+def test_cross_coherence_decodes_one_posterior_sample_and_reports_the_mean_separately(tmp_path, width):
+    classes = 10
+    data = label_data(["a", "b"], 2000, classes)
+    argmax = {m: (lambda x: x) for m in ("a", "b")}
+    rec = evaluate_model(label_vae(classes, width), data, data, tmp_path, ["coherence"], Options(joint_samples=100),
+                         classifiers=argmax, device="cpu", log=lambda *a: None)
+    assert rec["cross_coherence_mean"] == {"a->b": 1.0, "b->a": 1.0}      # the mean is always the input's class
+    if width < 0.1:
+        assert rec["cross_coherence"] == {"a->b": 1.0, "b->a": 1.0}
+    else:
+        # N(2·e_y, 25 I): the argmax of a sample is y with probability ≈ 0.15; the official protocol sees it.
+        assert all(0.05 < v < 0.3 for v in rec["cross_coherence"].values())
+    assert "one posterior sample" in rec["protocol"]["cross_coherence"]
+    assert "user-given classifiers for a, b" in rec["protocol"]["classifiers"]
+    report = (tmp_path / "report.md").read_text()
+    assert "one posterior sample" in report and "from the mean" in report
+
+
+def test_classifiers_stop_at_a_validation_plateau():
+    from mmvae.evaluation.classifiers import train_classifier
+
+    data = label_data(["a"], 600, 4)
+    spec = data.specs["a"]
+    net = train_classifier(spec, 4, data.data["a"], data.label, 30, 0, "cpu", patience=3)
+    assert net.epochs_run < 30                                              # one-hot labels: learnt at once
+    assert float((net(data.data["a"]).argmax(-1) == data.label).float().mean()) == 1.0
+    full = train_classifier(spec, 4, data.data["a"], data.label, 4, 0, "cpu", patience=0)
+    assert full.epochs_run == 4
+
+
 def test_a_model_without_any_likelihood_estimator_is_skipped_with_a_note(tmp_path):
     data = label_data(["a", "b"], 50, 3)
     rec = evaluate_model(LabelModel(3, True), data, data, tmp_path, ["likelihood"], log=lambda *a: None)
@@ -230,6 +284,13 @@ def test_trained_classifiers_are_cached(tmp_path):
     second = evaluate_model(model, toy.train, toy.test, tmp_path, ["coherence"], opts, log=logs.append)
     assert any("cached" in line for line in logs) and not any("training" in line for line in logs)
     assert second["classifier_accuracy"] == first["classifier_accuracy"]
+    card = json.loads((tmp_path / "classifiers" / "a.json").read_text())["card"]
+    assert card["max_epochs"] == 2 and card["patience"] == 3 and card["lr"] == 1e-3
+    # A change of protocol (here the plateau rule) retrains instead of reusing the cached classifiers.
+    logs.clear()
+    evaluate_model(model, toy.train, toy.test, tmp_path, ["coherence"],
+                   Options(classifier_epochs=2, classifier_patience=0, joint_samples=100), log=logs.append)
+    assert any("training" in line for line in logs) and not any("cached" in line for line in logs)
 
 
 # ------------------------------------------------------------------------------------------------ W2
@@ -291,3 +352,86 @@ def test_mmvae_evaluate_end_to_end(tmp_path, capsys):
     assert "Unweighted" in (run / "evaluation" / "report.md").read_text()
     assert main(["evaluate", str(run), "--metrics", "nonsense"]) == 2
     assert main(["evaluate", str(tmp_path / "nowhere")]) == 2
+
+
+# ------------------------------------------------------------------------------------- chance levels
+def test_chance_rules():
+    from mmvae.evaluation.chance import flag, joint_chance, label_chance, uniform_log_likelihood
+    from mmvae.data.text import one_hot_tokens
+
+    balanced = label_chance(torch.arange(1000) % 10, 10)
+    assert balanced["value"] == pytest.approx(0.1) and "1/classes" in balanced["rule"]
+    skewed = label_chance(torch.tensor([0] * 70 + [1] * 20 + [2] * 10), 3)
+    assert skewed["value"] == pytest.approx(0.7) and "majority" in skewed["rule"]
+    uniform = {m: torch.arange(10000) % 10 for m in ("a", "b", "c")}
+    assert joint_chance(uniform, 10)["value"] == pytest.approx(0.01)             # 10^-(3-1)
+    blob = {m: torch.ones(100, dtype=torch.long) for m in ("a", "b")}         # every sample called "1"
+    assert joint_chance(blob, 10)["value"] == pytest.approx(1.0)
+    label = ModalitySpec("y", "categorical", (10,), "categorical", num_classes=10)
+    assert uniform_log_likelihood(label)["value"] == pytest.approx(-math.log(10))
+    text = ModalitySpec("t", "text", (5, 7), "categorical", vocab=tuple("abcdefg"))
+    ids = torch.tensor([[3, 4, 1, 0, 0], [3, 4, 5, 6, 1]])                      # 3 and 5 scored tokens
+    assert uniform_log_likelihood(text, one_hot_tokens(ids, 7))["value"] == pytest.approx(-4 * math.log(7))
+    assert uniform_log_likelihood(ModalitySpec("x", "image", (1, 2, 2), "bernoulli")) is None
+    assert flag(0.1, 0.1, 1000) == "below" and flag(0.105, 0.1, 1000) == "near" and flag(0.2, 0.1, 1000) is None
+    assert flag(-2.0, -math.log(10), accuracy=False) is None and flag(-3.0, -math.log(10), accuracy=False) == "below"
+
+
+def test_report_puts_chance_beside_every_figure_and_flags_the_chance_ones(tmp_path):
+    from mmvae.evaluation.report import table
+
+    classes, names = 10, ["a", "b"]
+    data = label_data(names, 3000, classes)
+    argmax = {m: (lambda x: x) for m in names}
+    opts = Options(joint_samples=3000, k=5)
+    blind = evaluate_model(LabelModel(classes, False), data, data, tmp_path / "b", ["coherence"], opts,
+                           classifiers=argmax, log=lambda *a: None)
+    assert blind["chance"]["accuracy"]["value"] == pytest.approx(0.1)
+    assert blind["chance"]["joint_coherence"]["value"] == pytest.approx(0.1, abs=0.01)
+    report = (tmp_path / "b" / "report.md").read_text()
+    assert "## Chance levels" in report and "1/classes = 1/10" in report
+    coherence_rows = [line for line in report.splitlines() if line.startswith("| a->b") or line.startswith("| b->a")]
+    assert len(coherence_rows) == 2 and all("chance" in row for row in coherence_rows)   # flagged, both columns
+    console = table(blind)
+    assert "(chance 0.100)" in console
+    assert all(("CHANCE" in line or "~ chance" in line) for line in console.splitlines() if line.startswith("coherence"))
+    perfect = evaluate_model(LabelModel(classes, True), data, data, tmp_path / "p", ["coherence"], opts,
+                             classifiers=argmax, log=lambda *a: None)
+    assert "CHANCE" not in table(perfect) and "~ chance" not in table(perfect)
+    rows = [line for line in (tmp_path / "p" / "report.md").read_text().splitlines() if line.startswith("|")]
+    assert not any("≤ chance" in row or "≈ chance" in row for row in rows)
+
+
+def test_uniform_log_likelihood_beside_a_categorical_modality(tmp_path):
+    toy = toy_bimodal(n=200, dim=4)
+    specs = {"a": toy.specs["a"], "y": ModalitySpec("y", "categorical", (5,), "categorical", num_classes=5)}
+
+    def with_label(part):
+        return MultimodalDataset(specs, {"a": part.data["a"], "y": one_hot(part.label % 5, 5)}, label=part.label,
+                                 num_classes=part.num_classes)
+
+    model = build_tiny("mmvae", specs).eval()
+    rec = evaluate_model(model, with_label(toy.train), with_label(toy.test), tmp_path, ["likelihood"], Options(k=5),
+                         log=lambda *a: None)
+    assert rec["chance"]["log_likelihood"] == {"y": {"value": pytest.approx(-math.log(5)),
+                                                     "rule": "uniform over 5 classes: -log 5"}}
+    report = (tmp_path / "report.md").read_text()
+    row = next(line for line in report.splitlines() if line.startswith("| log p(y) |"))
+    assert "-1.61" in row                                       # the uniform column
+    # An untrained decoder's log p(y) is no better than uniform here: the flag shows (or the figure beats -log 5).
+    assert ("**≤ chance**" in row) == (rec["log_likelihood"]["marginal"]["y"] <= -math.log(5))
+
+
+def test_tsne_has_a_legend_from_label_to_colour():
+    from mmvae.evaluation.pictures import latent_embedding_figure
+
+    g = torch.Generator().manual_seed(0)
+    latents = {m: torch.randn(60, 3, generator=g) for m in ("a", "b")}
+    fig = latent_embedding_figure(latents, torch.arange(60) % 10, seed=0)
+    ax = fig.axes[0]
+    legends = [a for a in ax.get_children() if isinstance(a, matplotlib.legend.Legend)]
+    titles = {lg.get_title().get_text(): [t.get_text() for t in lg.get_texts()] for lg in legends}
+    assert titles["label"] == [str(c) for c in range(10)] and titles["modality"] == ["a", "b"]
+    colours = [tuple(h.get_color()) if not isinstance(h.get_color(), str) else h.get_color()
+               for h in next(lg for lg in legends if lg.get_title().get_text() == "label").legend_handles]
+    assert len(set(colours)) == 10                              # one colour per digit

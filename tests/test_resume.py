@@ -35,12 +35,19 @@ def _env() -> dict:
 
 
 def _records(run: Path) -> list[dict]:
+    """The training records (resume events, which only a resumed run has, left out)."""
     out = []
     for line in (run / "metrics.jsonl").read_text().splitlines():
         rec = json.loads(line)
         rec.pop("seconds", None)
-        out.append(rec)
+        if rec.get("event") != "resume":
+            out.append(rec)
     return out
+
+
+def _resume_events(run: Path) -> list[dict]:
+    recs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [r for r in recs if r.get("event") == "resume"]
 
 
 def _assert_same_run(a: Path, b: Path) -> None:
@@ -66,7 +73,7 @@ def test_max_steps_in_a_subprocess_then_resume(tmp_path, reference):
                           env=_env(), capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "stopped at step 30 (epoch 2, step 7)" in done.stderr
-    assert not (out / "samples.png").exists()
+    assert (out / "samples.png").stat().st_size > 0      # a cut run shows its samples too (issue 14)
     # A second slice that is cut again, then the rest, each with the command the run printed: the
     # run's own settings (epochs, device, model...) come from its folder, the slice limit does not.
     assert f"continue with: mmvae train --resume --out {out}" in done.stderr
@@ -75,6 +82,9 @@ def test_max_steps_in_a_subprocess_then_resume(tmp_path, reference):
     assert state["progress"]["global_step"] == 50
     assert main(["train", "--resume", "--out", str(out)]) == 0
     _assert_same_run(reference, out)
+    events = _resume_events(out)
+    assert [(e["step"], e.get("max_steps")) for e in events] == [(30, 50), (50, None)]
+    assert all(e["from"] == "training_state.pt" and "overrides" not in e for e in events)
 
 
 def test_sigkill_at_an_arbitrary_moment_then_resume(tmp_path, reference):

@@ -57,6 +57,7 @@ class Config:
     compile: bool = False                                     # torch.compile the loss computation
     grad_accum: int = 1                                       # micro-batches per step (per rank under torchrun)
     out: str | None = None
+    log: str = "text"                                         # text | tensorboard (also RUN/tb/, mmvae[tensorboard])
     extra: dict[str, Any] = field(default_factory=dict)       # model-specific options (e.g. MEME's)
     network: dict[str, str] = field(default_factory=dict)     # per modality registered network (nets/registry.py)
     preset: str | None = None                                 # paper preset the run started from (`mmvae presets`)

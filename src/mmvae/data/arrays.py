@@ -7,7 +7,9 @@ Format (README, "Your own data"):
   * optional ``label``: an integer class per sample, used by evaluation, not a modality;
   * optional ``split``: 0 = train, 1 = test (otherwise a seeded 90/10 split);
   * optional ``mask_<modality>``: boolean, False where that modality is missing in a row.
-Pickled (object) arrays are never loaded.
+  * array names follow the modality-name rule of :mod:`mmvae.data.names` (a letter, then letters,
+    digits, ``_`` or ``-``; not a torch ``nn.ModuleDict`` attribute such as ``keys`` or ``train``).
+Pickled (object) arrays are never loaded. Test rows must be complete (every modality observed).
 """
 from __future__ import annotations
 
@@ -19,9 +21,35 @@ import torch
 
 from ..errors import UserError
 from .dataset import IMAGE_LIKELIHOOD, DatasetSplits, ModalitySpec, MultimodalDataset, one_hot
+from .names import check_modality_names
 
 RESERVED = ("label", "split")
 MAX_CLASSES = 100_000  # one-hot rows beyond this are a mistake (a float column read as class indices)
+ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")   # a zip with members, an empty zip
+NPY_MAGIC = b"\x93NUMPY"
+
+
+def _check_npz_bytes(path: Path) -> None:
+    """An .npz is a zip file: anything else (a CSV, random bytes, a lone .npy) is named as such, before
+    numpy would try to read it as a pickle and report "object arrays"."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError as e:
+        raise UserError(f"cannot read '{path}' ({e.strerror}): check the path and its permissions") from None
+    if head.startswith(NPY_MAGIC):
+        raise UserError(f"'{path}' is a single .npy array, not an npz file: save all modalities in one file with "
+                        f"numpy.savez(path, name=array, ...) or put one <modality>.npy per modality in a folder")
+    if not head.startswith(ZIP_MAGIC):
+        kind = "an empty file" if not head else ("text (a CSV?)" if _looks_like_text(head) else "not a zip archive")
+        raise UserError(f"'{path}' is not an npz file ({kind}): save the arrays with numpy.savez(path, name=array, ...)")
+
+
+def _looks_like_text(head: bytes) -> bool:
+    try:
+        return head.decode("utf-8").isprintable() or b"\n" in head or b"," in head
+    except UnicodeDecodeError:
+        return False
 
 
 def _read(path: Path) -> dict[str, np.ndarray]:
@@ -33,6 +61,7 @@ def _read(path: Path) -> dict[str, np.ndarray]:
             if not files:
                 raise UserError(f"folder '{path}' holds no .npy files: put one <modality>.npy per modality there")
             return {f.stem: np.load(f, allow_pickle=False) for f in files}
+        _check_npz_bytes(path)
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
         odd = [k for k, v in arrays.items() if not isinstance(v, np.ndarray)]
@@ -94,6 +123,7 @@ def arrays_to_splits(arrays: dict[str, np.ndarray], seed: int = 0, source: str =
     names = [k for k in arrays if k not in RESERVED and not k.startswith("mask_")]
     if not names:
         raise UserError(f"'{source}' has no modality arrays (only {sorted(arrays) or 'nothing'}): add one array per modality")
+    check_modality_names(names, f"'{source}'", "rename that array (e.g. numpy.savez(path, image=..., text_1=...))")
     lengths = {k: (arrays[k].shape[0] if arrays[k].ndim else None) for k in arrays}
     if any(v is None for v in lengths.values()):
         bad = [k for k, v in lengths.items() if v is None]
@@ -141,11 +171,12 @@ def arrays_to_splits(arrays: dict[str, np.ndarray], seed: int = 0, source: str =
         raise UserError(f"'{source}': the split leaves no training or no test rows: use both 0 and 1 in split")
     full = MultimodalDataset(specs, data, {k: torch.from_numpy(v) for k, v in masks.items()}, label,
                              description=f"user data from {source}")
+    # Partially observed test rows stay: each metric uses the rows that observe what it needs
+    # (cross coherence S->t the rows observing S, log p(x_S) the rows observing S, ...).
     train, tst = full.subset(torch.nonzero(~test).squeeze(1)), full.subset(torch.nonzero(test).squeeze(1))
-    if any(not bool(tst.mask[k].all()) for k in names):
-        # Test rows are always complete: evaluation needs every modality.
-        keep = torch.stack([tst.mask[k] for k in names], 1).all(1)
-        tst = tst.subset(torch.nonzero(keep).squeeze(1))
+    none = ~torch.stack([tst.mask[k] for k in names], 1).any(1)
+    if bool(none.any()):   # a row observing nothing carries nothing to evaluate
+        tst = tst.subset(torch.nonzero(~none).squeeze(1))
     return DatasetSplits(train, tst, name=str(source))
 
 

@@ -54,3 +54,20 @@ def drop_unobserved_rows(data: MultimodalDataset) -> MultimodalDataset:
     """Rows observing no modality carry no information and would give empty mixtures: drop them."""
     any_obs = torch.stack([data.mask[m] for m in data.modalities]).any(0)
     return data if bool(any_obs.all()) else data.subset(torch.nonzero(any_obs).squeeze(1))
+
+
+def rows_observing(data: MultimodalDataset, modalities: list[str] | None = None) -> torch.Tensor:
+    """Indices of the rows that observe every one of ``modalities`` (default: all of the data's)."""
+    names = list(modalities or data.modalities)
+    if not names or len(data) == 0:
+        return torch.arange(len(data))
+    return torch.nonzero(torch.stack([data.mask[m] for m in names]).all(0)).squeeze(1)
+
+
+def spread_rows(data: MultimodalDataset, n: int, modalities: list[str] | None = None) -> torch.Tensor:
+    """``n`` row indices spread evenly over the rows observing ``modalities`` (for pictures; a test
+    split may hold partially observed rows). Without such rows, spread over all rows."""
+    pool = rows_observing(data, modalities)
+    if len(pool) == 0:
+        pool = torch.arange(len(data))
+    return pool[torch.linspace(0, len(pool) - 1, n).long()]

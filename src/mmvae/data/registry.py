@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import inspect
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -43,15 +44,41 @@ def load_dataset(name_or_path: str, seed: int = 0, **options) -> DatasetSplits:
         check_options(name_or_path, DATASETS[name_or_path].build, options)
         splits = DATASETS[name_or_path].build(seed=seed, **options)
         splits.name = name_or_path
-        return splits
+        return check_split_names(splits, f"dataset '{name_or_path}'")
     path = Path(name_or_path)
     if path.suffix == ".npz" or path.is_dir() or path.exists():
         from .arrays import load_arrays
 
         check_options(str(path), load_arrays, options)
-        return load_arrays(path, seed=seed, **options)
+        return check_split_names(load_arrays(path, seed=seed, **options), f"'{path}'")
     known = ", ".join(sorted(DATASETS))
     raise UserError(f"unknown dataset '{name_or_path}': use one of {known}, or a path to an .npz file")
+
+
+def resolve_dataset_paths(cfg) -> None:
+    """Store a dataset given as a path (and ``data.data_dir``) as an absolute path, so that the run folder's
+    config.json finds its data from any working directory (``mmvae evaluate`` run elsewhere)."""
+    from . import builtin  # noqa: F401
+
+    name = cfg.dataset
+    if isinstance(name, str) and name and name not in DATASETS:
+        path = Path(name).expanduser()
+        if path.suffix == ".npz" or path.exists():
+            cfg.dataset = os.path.abspath(path)
+    data_dir = (cfg.data or {}).get("data_dir")
+    if isinstance(data_dir, str) and data_dir:
+        cfg.data = {**cfg.data, "data_dir": os.path.abspath(Path(data_dir).expanduser())}
+
+
+def check_split_names(splits: DatasetSplits, where: str) -> DatasetSplits:
+    """Every modality name valid (:mod:`mmvae.data.names`) and equal to its spec's name."""
+    from .names import check_modality_names
+
+    check_modality_names(splits.specs, where)
+    for key, spec in splits.specs.items():
+        if spec.name != key:
+            raise UserError(f"{where}: modality {key!r} carries a spec named {spec.name!r}: they must be equal")
+    return splits
 
 
 def check_options(name: str, build: Callable, options: dict) -> None:

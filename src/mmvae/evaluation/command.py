@@ -34,7 +34,7 @@ def _evaluate(args) -> int:
         opts.joint_samples = args.joint_samples
     record = evaluate(run, metrics, opts, log=(lambda *a: None) if args.quiet else print)
     print(table(record))
-    print(f"report: {path / 'evaluation' / 'report.md'}")
+    print(f"report: {path / 'evaluation' / 'report.md'} and {path / 'report.html'}")
     return 0
 
 
@@ -47,7 +47,8 @@ def add_command(subparsers) -> None:
     e.add_argument("--k", type=int, help="importance samples per row for the likelihoods (default 1000)")
     e.add_argument("--rows", type=int, help="test rows for the likelihoods (default 1000; 0 = all)")
     e.add_argument("--classifier-epochs", type=int, dest="classifier_epochs",
-                   help="epochs for the coherence classifiers (default 5; cached in RUN/evaluation/classifiers)")
+                   help="most epochs for the coherence classifiers (default 30, the official protocol; they stop "
+                        "earlier at a validation plateau; cached in RUN/evaluation/classifiers)")
     e.add_argument("--joint-samples", type=int, dest="joint_samples", help="prior samples for joint coherence (10000)")
     e.add_argument("--which", choices=("last", "best"), default="last", help="weights to evaluate")
     e.add_argument("--device", help="cpu | cuda (default: cuda when available)")

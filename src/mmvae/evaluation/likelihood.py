@@ -29,6 +29,7 @@ from torch import Tensor
 
 from ..data.batch import Batch
 from ..data.dataset import MultimodalDataset
+from ..progress import Progress
 
 ROW_SEED_STRIDE = 1_000_003  # seeds (seed, row) -> seed * stride + row: distinct for any row count below it
 
@@ -147,15 +148,21 @@ def log_likelihoods(model, data: MultimodalDataset, k: int = 1000, row_chunk: in
     device = device or next(model.parameters()).device
     chunk = sample_chunk or default_sample_chunk(data, k, row_chunk)
     out: dict[str, Tensor] = {}
-    for subset in subsets or likelihood_subsets(data.modalities):
-        observed = torch.stack([data.mask[m] for m in subset]).all(0)
-        values = torch.full((len(data),), math.nan, dtype=torch.float64)
-        ids = torch.nonzero(observed).squeeze(1)
-        for i in range(0, len(ids), row_chunk):
-            rows = ids[i:i + row_chunk]
-            batch = data.batch(rows).select(subset).to(device)
-            values[rows] = estimate(model, batch, rows.tolist(), k, chunk, seed).double().cpu()
-        out["+".join(subset)] = values
+    subsets = subsets or likelihood_subsets(data.modalities)
+    observed = {s: torch.stack([data.mask[m] for m in s]).all(0) for s in subsets}
+    current = {"subset": ""}
+    with Progress(sum(int(o.sum()) for o in observed.values()), f"likelihood (K = {k})", unit="rows",
+                  postfix=lambda: {"log p of": current["subset"]}) as bar:
+        for subset in subsets:
+            current["subset"] = "+".join(subset)
+            values = torch.full((len(data),), math.nan, dtype=torch.float64)
+            ids = torch.nonzero(observed[subset]).squeeze(1)
+            for i in range(0, len(ids), row_chunk):
+                rows = ids[i:i + row_chunk]
+                batch = data.batch(rows).select(subset).to(device)
+                values[rows] = estimate(model, batch, rows.tolist(), k, chunk, seed).double().cpu()
+                bar.update(len(rows))
+            out["+".join(subset)] = values
     return out
 
 

@@ -10,6 +10,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from ..data.dataset import ModalitySpec, MultimodalDataset  # noqa: E402
+from ..data.partial import spread_rows  # noqa: E402
 
 
 def _words(x: torch.Tensor, spec: ModalitySpec) -> str:
@@ -48,15 +49,30 @@ def draw_row(ax, spec: ModalitySpec, xs: torch.Tensor) -> None:
             ax.axvline(c, color="0.8", lw=0.5)
 
 
-def draw_grid(rows: list[tuple[str, str, torch.Tensor]], specs: dict, path: Path, n: int, dpi: int = 80) -> Path:
-    """One row per (title, modality, samples); written atomically."""
+def draw_grid(rows: list[tuple[str, str, torch.Tensor]], specs: dict, path: Path, n: int, dpi: int = 80,
+              caption: str | None = None) -> Path:
+    """One row per (title, modality, samples), an optional caption below; written atomically."""
+    import textwrap
+
     width = n * 0.9 + 1.6
-    fig, axes = plt.subplots(len(rows), 1, figsize=(width, len(rows) * 0.9), squeeze=False)
+    lines = textwrap.wrap(caption, width=int(width * 15)) if caption else []
+    foot = 0.16 * len(lines) + (0.1 if lines else 0.0)    # inches of caption under the rows
+    height = len(rows) * 0.9 + foot
+    fig, axes = plt.subplots(len(rows), 1, figsize=(width, height), squeeze=False)
     for ax, (title, m, x) in zip(axes[:, 0], rows):
         draw_row(ax, specs[m], x[:n])
         ax.set_ylabel(title, rotation=0, ha="right", va="center", fontsize=8)
-    fig.subplots_adjust(left=1.5 / width, right=0.99, top=0.99, bottom=0.01, hspace=0.08)
+    fig.subplots_adjust(left=1.5 / width, right=0.99, top=1 - 0.01 * 0.9 * len(rows) / height,
+                        bottom=(foot + 0.01 * 0.9 * len(rows)) / height, hspace=0.08)
+    if lines:
+        fig.text(0.01, 0.05 / height, "\n".join(lines), fontsize=7, va="bottom", ha="left", color="0.25")
     return _save(fig, path, dpi=dpi)
+
+
+PRIOR_CAPTION = ("prior→ rows: z drawn from the prior p(z) and decoded, with no input. Expect a recognisable "
+                 "sample (and the same class in every modality of a column) only from a model whose posteriors "
+                 "cover the prior well; after short training, or with a small KL weight, most are blurry blends "
+                 "of classes. The rows above decode the posterior of the test inputs in the first rows.")
 
 
 @torch.no_grad()
@@ -64,16 +80,19 @@ def sample_grid(model, data: MultimodalDataset, path: Path, n: int = 8) -> Path:
     """Rows: inputs of each modality; every source -> target translation (source = target is the
     reconstruction); unconditional samples from the prior. Columns: n test rows."""
     device = next(model.parameters()).device
-    idx = torch.linspace(0, len(data) - 1, n).long()
-    batch = data.batch(idx).to(device)
     names = list(data.specs)
+    batch = data.batch(spread_rows(data, n, names)).to(device)
     rows: list[tuple[str, str, torch.Tensor]] = [(f"{m}", m, batch.data[m]) for m in names]
     for s in names:
-        out = model.translate({s: batch.data[s]}, names)
-        rows += [(f"{s}→{t}" if s != t else f"{s} recon", t, out[t]) for t in names]
+        for t in names:
+            try:   # a model may not generate t from s alone (a conditional VAE needs all its conditions)
+                out = model.translate({s: batch.data[s]}, [t])[t]
+            except (NotImplementedError, ValueError, KeyError):
+                continue
+            rows.append((f"{s}→{t}" if s != t else f"{s} recon", t, out))
     gen = model.generate(n, names)
     rows += [(f"prior→{m}", m, gen[m]) for m in names]
-    return draw_grid(rows, data.specs, path, n)
+    return draw_grid(rows, data.specs, path, n, caption=PRIOR_CAPTION)
 
 
 # ------------------------------------------------------------------------- evaluation pictures
@@ -94,8 +113,7 @@ def cross_generation_grid(model, data: MultimodalDataset, source: str, target: s
     """Rows: the source inputs, their true partners, then ``draws`` generations of the target from one
     posterior sample each (the first row of generations decodes the posterior mean)."""
     device = next(model.parameters()).device
-    idx = torch.linspace(0, len(data) - 1, n).long()
-    batch = data.batch(idx).to(device)
+    batch = data.batch(spread_rows(data, n, [source, target])).to(device)
     rows = [(f"{source} (input)", source, batch.data[source]), (f"{target} (true)", target, batch.data[target])]
     rows.append((f"{source}→{target} mean", target, model.translate({source: batch.data[source]}, [target])[target]))
     for i in range(draws - 1):
@@ -160,30 +178,51 @@ def class_dendrogram(matrix, pair: str, path: Path) -> Path:
     return _save(fig, path)
 
 
-def latent_embedding(latents: dict[str, torch.Tensor], labels: torch.Tensor | None, path: Path,
-                     seed: int = 0) -> Path:
-    """t-SNE (scikit-learn) of test latent means of every modality together: colour = label,
-    marker = modality."""
+def latent_embedding_figure(latents: dict[str, torch.Tensor], labels: torch.Tensor | None, seed: int = 0,
+                            class_names: list[str] | None = None):
+    """The t-SNE figure (scikit-learn) of test latent means of every modality together: colour = label,
+    with a legend saying which colour is which class (a colour bar above 20 classes); marker = modality."""
     import numpy as np
+    from matplotlib.lines import Line2D
     from sklearn.manifold import TSNE
 
     names = list(latents)
     z = torch.cat([latents[m] for m in names]).numpy()
     which = np.concatenate([np.full(len(latents[m]), i) for i, m in enumerate(names)])
     xy = TSNE(2, init="pca", perplexity=min(30.0, max(2.0, (len(z) - 1) / 3)), random_state=seed).fit_transform(z)
-    fig, ax = plt.subplots(figsize=(5.5, 5))
+    fig, ax = plt.subplots(figsize=(6.4, 5))
     markers = "o^sDvP*Xh<>"
     colour = None if labels is None else np.tile(labels.numpy(), len(names))
+    classes = 0 if colour is None else max(int(colour.max()) + 1, len(class_names or ()))
+    cmap = plt.get_cmap("tab10" if classes <= 10 else "tab20" if classes <= 20 else "viridis")
+    top = max(9, classes - 1) if classes <= 10 else max(19, classes - 1) if classes <= 20 else classes - 1
+    scatter = None
     for i, m in enumerate(names):
         sel = which == i
-        ax.scatter(xy[sel, 0], xy[sel, 1], s=9, marker=markers[i % len(markers)], label=m, alpha=0.7,
-                   c=None if colour is None else colour[sel], cmap="tab10" if colour is not None else None,
-                   vmin=None if colour is None else 0, vmax=None if colour is None else max(9, int(colour.max())))
-    legend = ax.legend(fontsize=8, markerscale=2, title="modality", title_fontsize=8)
+        scatter = ax.scatter(xy[sel, 0], xy[sel, 1], s=9, marker=markers[i % len(markers)], label=m, alpha=0.7,
+                             c=None if colour is None else colour[sel], cmap=cmap if colour is not None else None,
+                             vmin=None if colour is None else 0, vmax=None if colour is None else top)
+    legend = ax.legend(fontsize=8, markerscale=2, title="modality", title_fontsize=8, loc="upper left",
+                       bbox_to_anchor=(1.01, 1.0))
     for handle in legend.legend_handles:  # markers in grey: the colours mean labels, not modalities
         handle.set_color("0.4")
+    if colour is not None and classes <= 20:
+        ax.add_artist(legend)
+        names_of = class_names or [str(c) for c in range(classes)]
+        patches = [Line2D([], [], marker="o", linestyle="", markersize=6, color=cmap(c / top if top else 0),
+                          label=names_of[c]) for c in range(classes)]
+        ax.legend(handles=patches, fontsize=8, title="label", title_fontsize=8, loc="lower left",
+                  bbox_to_anchor=(1.01, 0.0), ncol=1 if classes <= 10 else 2)
+    elif colour is not None and scatter is not None:
+        fig.colorbar(scatter, ax=ax, fraction=0.046, label="label")
     ax.set_xticks([])
     ax.set_yticks([])
     ax.set_title("t-SNE of test latent means" + ("" if labels is None else " (colour: label)"), fontsize=9)
-    fig.tight_layout()
-    return _save(fig, path)
+    fig.tight_layout(rect=(0, 0, 0.8, 1))  # the legends sit to the right of the axes
+    return fig
+
+
+def latent_embedding(latents: dict[str, torch.Tensor], labels: torch.Tensor | None, path: Path,
+                     seed: int = 0, class_names: list[str] | None = None) -> Path:
+    """``latent_embedding_figure`` written to ``path``."""
+    return _save(latent_embedding_figure(latents, labels, seed, class_names), path)

@@ -96,21 +96,35 @@ def summarise_pair(d: Tensor, labels: Tensor | None, classes: int | None) -> dic
 def relatedness(model, test: MultimodalDataset, device, max_rows: int = 1000, seed: int = 0):
     """{"s~t": summary} for every unordered pair, plus the distance matrices for the pictures."""
     names = test.modalities
-    complete = torch.stack([test.mask[m] for m in names]).all(0)
-    ids = torch.nonzero(complete).squeeze(1)
-    if len(ids) > max_rows:
-        pick = torch.randperm(len(ids), generator=torch.Generator().manual_seed(seed))[:max_rows]
-        ids = ids[pick.sort().values]
-    data = test.subset(ids)
-    stats = {m: posterior_moments(model, data, m, device) for m in names}
-    family = next(iter(stats.values()))[2]
-    result, matrices = {}, {}
+    result, matrices, family, labels, refused = {}, {}, "normal", None, {}
     for s, t in combinations(names, 2):
-        d = w2_matrix(stats[s][0], stats[s][1], stats[t][0], stats[t][1])
+        # the rows observing both modalities of the pair (a test split may hold partially observed rows)
+        ids = torch.nonzero(test.mask[s] & test.mask[t]).squeeze(1)
+        if len(ids) > max_rows:
+            pick = torch.randperm(len(ids), generator=torch.Generator().manual_seed(seed))[:max_rows]
+            ids = ids[pick.sort().values]
+        if len(ids) < 2:
+            continue
+        data = test.subset(ids)
+        moments = {}
+        for m in (s, t):
+            try:   # a model may have no posterior given one modality alone (a conditional VAE)
+                moments[m] = posterior_moments(model, data, m, device)
+            except (NotImplementedError, ValueError) as e:
+                refused[m] = f"{m}: {e}"
+        if len(moments) < 2:
+            continue
+        (mu_s, sd_s, family), (mu_t, sd_t, _) = moments[s], moments[t]
+        d = w2_matrix(mu_s, sd_s, mu_t, sd_t)
         result[f"{s}~{t}"] = summarise_pair(d, data.label, test.num_classes if data.label is not None else None)
         matrices[f"{s}~{t}"] = d
+        labels = data.label if labels is None else labels
     note = None
     if "laplace" in family or "mixture" in family:
         note = (f"posteriors are {family}: W2 is computed between Gaussians with the same mean and "
                 f"standard deviation (moment matching), not between the posteriors themselves")
-    return {"pairs": result, "posterior": family, "note": note}, matrices, data.label
+    if refused:
+        note = "; ".join(([note] if note else []) + [f"left out {r}" for r in refused.values()])
+    if not result and refused:
+        note = "no posterior given single modalities: " + "; ".join(refused.values())
+    return {"pairs": result, "posterior": family if result else None, "note": note}, matrices, labels

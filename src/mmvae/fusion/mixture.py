@@ -47,9 +47,13 @@ class DiagonalMixture:
         """E[z] per row, (B, D)."""
         return (self.weight.unsqueeze(-1) * self.loc).sum(0)
 
+    def log_components(self, z: Tensor) -> Tensor:
+        """log q_g(z | X) of every component for z of shape (..., B, D) -> (..., G, B)."""
+        return log_density(self.components, z.unsqueeze(-3))
+
     def log_weighted_components(self, z: Tensor) -> Tensor:
         """log w_g + log q_g(z | X) for z of shape (..., B, D) -> (..., G, B); −inf where w_g = 0."""
-        lq = log_density(self.components, z.unsqueeze(-3))                       # (..., G, B)
+        lq = self.log_components(z)                                               # (..., G, B)
         logw = torch.where(self.weight > 0, self.weight.log(), torch.full_like(self.weight, -math.inf))
         return lq + logw
 
@@ -58,6 +62,25 @@ class DiagonalMixture:
         if self.num_components == 1:
             return log_density(self.components, z.unsqueeze(-3)).squeeze(-2)
         return torch.logsumexp(self.log_weighted_components(z), dim=-2)
+
+    # ------------------------------------------------ how the estimators score stratified samples
+    # z (G, K, B, D): the K samples of each stratum g. A fused posterior whose strata score different
+    # parts of the latent (fusion/factorised.py: shared + private latents) overrides these four.
+    def log_prob_strata(self, z: Tensor, independent: bool = False) -> Tensor:
+        """log q of each stratum's samples, (G, K, B): the mixture density, or each component's own
+        density when the components are separate posteriors (``Strata(independent=True)``)."""
+        if independent:
+            return log_density(self.components, z.transpose(0, 1)).transpose(0, 1)
+        return self.log_prob(z)
+
+    def log_prior(self, prior: Distribution, z: Tensor) -> Tensor:
+        """log p(z) of each stratum's samples, (G, K, B)."""
+        return log_density(prior, z)
+
+    def path_factor(self, mixture: Tensor, single: Tensor) -> Tensor:
+        """DReG's weight on ∂lw/∂z per latent dimension, broadcastable to z: ``mixture`` (G, K, B) where
+        the samples' density in lw is the mixture, ``single`` where it is the sampling component alone."""
+        return mixture.unsqueeze(-1)
 
     def rsample_stratified(self, k: int, noise: Noise = GLOBAL_NOISE, name: str = "z") -> Tensor:
         """K reparameterised samples from *each* component: (G, K, B, D) (stratified sampling)."""

@@ -186,8 +186,10 @@ class MultimodalVAE(nn.Module):
     @torch.no_grad()
     def translate(self, data: Mapping[str, Tensor], targets: list[str] | None = None,
                   sample: bool = False) -> dict[str, Tensor]:
-        """Generate ``targets`` (default: all modalities) from the given subset: decode the posterior
-        mean (or one sample), as in the coherence protocol of Shi et al. 2019."""
+        """Generate ``targets`` (default: all modalities) from the given subset: the likelihood mean of
+        the decoders at z, where z is the posterior mean of q(z | x_S) (``sample=False``, deterministic:
+        pictures, reconstructions) or one sample z ~ q(z | x_S) per row (``sample=True``: the coherence
+        protocol of Shi et al. 2019's official code, which ``mmvae evaluate`` uses)."""
         post = self.encode(data)
         z = post.rsample(1)[0] if sample else post.mean
         return self.decode(z, targets)

@@ -56,8 +56,23 @@ def resolve(cfg: Config, entry: ModelEntry) -> Config:
     return cfg
 
 
-def fusion_model(fusion: str, stratified: bool, subsample: bool = False, **fusion_kwargs):
-    """A builder for MultimodalVAE with the named fusion."""
+def model_option(cfg: Config, key: str, default, kind, check, rule: str):
+    """A model-specific ``--set key=value`` (``cfg.extra``) converted by ``kind`` and checked; UserError
+    naming the option and the rule otherwise."""
+    value = cfg.extra.get(key, default)
+    try:
+        value = kind(value)
+    except (TypeError, ValueError):
+        raise UserError(f"--set {key}: expected {rule}, got {value!r}") from None
+    if not check(value):
+        raise UserError(f"--set {key}: expected {rule}, got {value!r}")
+    return value
+
+
+def fusion_model(fusion: str, stratified: bool, subsample: bool = False, objective: Callable | None = None,
+                 **fusion_kwargs):
+    """A builder for MultimodalVAE with the named fusion. ``objective(cfg)``, when given, makes the model's
+    own loss (MVTCAE, mmJSD, ...) in place of the estimator named by ``cfg.objective``."""
 
     def build(specs, cfg: Config, encoders=None, decoders=None) -> MultimodalVAE:
         if fusion in ("poe", "mopoe") and cfg.posterior != "normal":
@@ -69,10 +84,13 @@ def fusion_model(fusion: str, stratified: bool, subsample: bool = False, **fusio
             cfg.prior = prior_kind(cfg.prior)           # the resolved name is what config.json keeps
         except ValueError as e:
             raise UserError(str(e)) from None
-        objective = SubsampledObjective(estimator, cfg.subsample_k) if subsample else estimator
+        if objective is not None:
+            loss = objective(cfg)
+        else:
+            loss = SubsampledObjective(estimator, cfg.subsample_k) if subsample else estimator
         fuse = partial(FUSIONS[fusion], **fusion_kwargs) if fusion_kwargs else FUSIONS[fusion]
         try:
-            return MultimodalVAE(specs, cfg.latent_dim, fuse, objective, posterior=cfg.posterior, prior=cfg.prior,
+            return MultimodalVAE(specs, cfg.latent_dim, fuse, loss, posterior=cfg.posterior, prior=cfg.prior,
                                  likelihoods=cfg.likelihood, scales=cfg.scale, default_scale=cfg.default_scale,
                                  weights=cfg.weights, hidden=cfg.hidden, stratified=stratified, beta=cfg.beta,
                                  encoders=encoders, decoders=decoders)

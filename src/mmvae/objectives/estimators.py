@@ -32,7 +32,6 @@ import torch
 from torch import Tensor
 
 from ..distributions.noise import GLOBAL_NOISE, Noise
-from ..distributions.posteriors import log_density
 from ..fusion.mixture import DiagonalMixture
 
 ESTIMATORS: dict[str, type["Estimator"]] = {}
@@ -104,11 +103,8 @@ class Estimator:
     def log_weights(model, batch, beta: float, q: DiagonalMixture, strata: Strata, z: Tensor):
         """rec, log p(z), log q(z | X) and lw = rec + β (log p − log q), each (G, K, B)."""
         rec = model.reconstruction(z, batch, strata.members)
-        if strata.independent:
-            log_q = log_density(q.components, z.transpose(0, 1)).transpose(0, 1)  # own component
-        else:
-            log_q = q.log_prob(z)
-        log_p = log_density(model.prior, z)
+        log_q = q.log_prob_strata(z, strata.independent)   # the mixture, or each stratum's own component
+        log_p = q.log_prior(model.prior, z)
         return rec, log_p, log_q, rec + beta * (log_p - log_q)
 
     def objective(self, model, batch, beta: float, post: DiagonalMixture, strata: Strata,
@@ -201,13 +197,14 @@ class DReG(IWAE):
             factor = 1 - beta * (1 - w) * r_own.detach()                           # r = 1: encoder_factor
             surrogate = surrogate - beta * (w * r_own).sum(1)                      # −β w̃ ∂r_m/∂z (pathwise)
             r_other = log_r.detach().exp().scatter(-2, draw.source.unsqueeze(-2), 0.0)  # r_j, j ≠ m
-            log_q_live = log_density(post.components, z.detach().unsqueeze(-3))    # (G, K, J, B), live in φ
+            log_q_live = post.log_components(z.detach())                          # (G, K, J, B), live in φ
             score = torch.where(r_other > 0, r_other * log_q_live, torch.zeros_like(log_q_live)).sum(-2)
             surrogate = surrogate - beta * (w * score).sum(1)                      # other components' score
         else:
             factor = self.encoder_factor(w, beta)
+        factor = post.path_factor(factor, self.encoder_factor(w, beta))          # per latent dimension
         if z_lw is not z:
-            z_lw.register_hook(lambda grad: grad * factor.unsqueeze(-1))
+            z_lw.register_hook(lambda grad: grad * factor)
         return surrogate + (value - surrogate).detach(), parts
 
     @staticmethod

@@ -3,8 +3,11 @@
 A dataset may be valid on its own and still wrong for the chosen model: a Bernoulli likelihood scores
 only x in [0, 1] (Bernoulli(logits).log_prob(x) = x·l − softplus(l) is a cross-entropy only there,
 and unbounded above outside), a categorical one only one-hot (or soft) targets. NaN or infinite values
-in observed rows would turn the first loss into NaN and look like divergence. Labels must index the
-dataset's classes (evaluation builds classifiers with ``num_classes`` outputs).
+in observed rows would turn the first loss into NaN and look like divergence; so would huge finite
+values (beyond ±MAX_ABS, e.g. an unscaled uint64 column): a squared error of 1e19 overflows float32.
+Labels must index the dataset's classes (evaluation builds classifiers with ``num_classes`` outputs).
+The test split must hold rows (the sample grid and every metric draw from it) and observe every
+modality.
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from ..data.dataset import MultimodalDataset
 from ..errors import UserError
 
 CHUNK = 8192  # rows per pass: bounded extra memory even for large image datasets
+MAX_ABS = 1e6  # larger values make float32 losses and gradients overflow or swamp every other modality
 
 
 def likelihood_names(model, specs, cfg) -> dict[str, str]:
@@ -42,6 +46,10 @@ def check_dataset(data: MultimodalDataset, likelihoods: dict[str, str], part: st
         lo, hi = _observed_range(x, mask, m, part)
         if lo is None:
             continue
+        if max(abs(lo), abs(hi)) > MAX_ABS:
+            raise UserError(f"{part} data: modality '{m}' has values up to {max(abs(lo), abs(hi)):.4g} in magnitude; "
+                            f"at most {MAX_ABS:.0e} is accepted (larger ones overflow float32 losses): standardise "
+                            f"it (subtract the mean, divide by the standard deviation) or rescale it")
         if lik in ("bernoulli", "continuous_bernoulli", "categorical") and (lo < 0.0 or hi > 1.0):
             fix = (f"rescale it to [0, 1] or use --set likelihood.{m}=normal" if lik != "categorical"
                    else "store one-hot (or probability) rows")
@@ -80,5 +88,17 @@ def check_training_data(model, splits, cfg) -> None:
     """Check train and test parts against the model's likelihoods before any step is taken."""
     liks = likelihood_names(model, splits.specs, cfg)
     check_dataset(splits.train, liks, "training")
-    if len(splits.test):
-        check_dataset(splits.test, liks, "test")
+    check_test_split(splits.test)
+    check_dataset(splits.test, liks, "test")
+
+
+def check_test_split(test: MultimodalDataset) -> None:
+    """Refused before training: a test split without rows, or where every row misses a modality (the
+    sample grid at the end of training and every metric draw from it)."""
+    if len(test) == 0:
+        raise UserError("the test split is empty (no test rows, or every test row misses a modality): nothing "
+                        "could be drawn or evaluated; give the data test rows that observe every modality")
+    never = [m for m in test.modalities if not bool(test.mask[m].any())]
+    if never:
+        raise UserError(f"every test row misses modality {', '.join(repr(m) for m in never)}: nothing could be "
+                        f"drawn or evaluated for it; give the data test rows that observe every modality")

@@ -27,21 +27,24 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from ..config import FORMAT_VERSION, Config
 from ..data.dataset import DatasetSplits, validation_split
 from ..data.partial import apply_partial_observation, drop_unobserved_rows
-from ..data.registry import load_dataset
+from ..data.registry import check_split_names, load_dataset, resolve_dataset_paths
 from ..errors import UserError
 from ..data.select import select_modalities
 from ..models.registry import build_model, modalities_for
+from ..progress import Progress as ProgressLine, duration
 from . import distributed
-from .checkpoint import (BEST, CONFIG, METRICS, STATE, WEIGHTS, atomic_write, default_run_dir, load_state,
-                         load_weights, read_run_config, remove_stale_temporaries, save_state, save_weights,
+from .checkpoint import (BEST, CONFIG, METRICS, STATE, WEIGHTS, default_run_dir, state_writer, weights_writer,
                          write_json)
+from .checkpoint import read_run_config  # noqa: F401  (re-exported by mmvae.train)
+from . import integrity, resume as resuming
+from .run_folder import RunFolder
 from .data_checks import check_training_data
 from .options import AMP_DTYPES, check_run_options, pick_device
+from .tensorboard import check_log_option
 from .schedule import kl_weight
 
 class TrainingDiverged(RuntimeError):
@@ -80,14 +83,30 @@ class Trainer:
         self.dist = distributed.from_env()
         self.out = Path(cfg.out) if cfg.out else default_run_dir(cfg)
         cfg.out = str(self.out)
-        self._check_out_dir()
-        if resume:
+        self.folder = RunFolder(self.out, resume, main=self.dist.is_main)   # created, locked, cleaned
+        try:
+            self._set_up(cfg, splits, model)
+        except BaseException:
+            self.folder.abandon()   # bad input leaves no half-made run folder (and never touches a run)
+            raise
+
+    def _set_up(self, cfg: Config, splits: DatasetSplits | None, model: torch.nn.Module | None) -> None:
+        resolve_dataset_paths(cfg)
+        self.overrides, self.limits, self._overrides_saved = {}, {}, False
+        if self.resume:
             self._restore_config()
             cfg = self.cfg
         check_run_options(cfg)
+        check_log_option(cfg.log)
+        self.tb = None                      # TensorBoard view of metrics.jsonl (--set log=tensorboard)
         torch.manual_seed(cfg.seed)
         self.device = distributed.device_for(self.dist, pick_device(cfg.device))
         self.splits = splits or load_dataset(cfg.dataset, seed=cfg.seed, **cfg.data)
+        check_split_names(self.splits, f"dataset '{cfg.dataset}'")
+        if self.resume:   # the data must still be the data the run was trained on
+            from ..runs import check_data_matches_run
+
+            check_data_matches_run(self.splits.specs, self.saved, self.out, cfg.dataset)
         self.splits = select_modalities(self.splits, modalities_for(cfg, self.splits.specs))
         train, self.val = validation_split(self.splits.train, cfg.val_fraction, cfg.seed)
         train = apply_partial_observation(train, cfg.paired_fraction, cfg.observed, cfg.seed)
@@ -126,27 +145,14 @@ class Trainer:
             print(text, file=sys.stderr, flush=True)
 
     # ------------------------------------------------------------------------------ run folder
-    def _check_out_dir(self) -> None:
-        if self.out.exists() and not self.out.is_dir():
-            raise UserError(f"--out {self.out} is a file, not a folder: choose another --out")
-        has_run = (self.out / CONFIG).exists()
-        if self.resume and not has_run:
-            raise UserError(f"--resume: {self.out} is not a run folder (no {CONFIG}); give --out of an existing run")
-        if not self.resume and has_run:
-            raise UserError(f"{self.out} already holds a run: use --resume to continue it or another --out")
-        try:
-            self.out.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise UserError(f"cannot create run folder {self.out} ({e.strerror}): choose a writable --out") from None
-
     def _restore_config(self) -> None:
-        saved = read_run_config(self.out)
-        # What may change between slices of one run: how long, and on what hardware / precision.
-        keep = {k: getattr(self.cfg, k) for k in ("epochs", "max_steps", "time_limit", "device", "amp", "compile")}
-        self.cfg = Config.from_dict(saved["config"])
-        for k, v in keep.items():
-            setattr(self.cfg, k, v)
-        self.cfg.out = str(self.out)
+        """The run's saved settings, with the safe overrides this invocation gives (train/resume.py)."""
+        from ..runs import read_run
+
+        self.saved = read_run(self.out)
+        saved_cfg = Config.from_dict(self.saved["config"])
+        resolve_dataset_paths(saved_cfg)   # runs of older versions may hold a relative path
+        self.cfg, self.overrides, self.limits = resuming.apply_overrides(saved_cfg, self.cfg, self.out)
 
     def _write_config(self) -> None:
         counts = self.train_data.counts()
@@ -161,7 +167,8 @@ class Trainer:
         })
         if self.cfg.paired_fraction < 1.0:
             masks = torch.stack([self.train_data.mask[m] for m in self.train_data.modalities], 1)
-            save_state({"modalities": self.train_data.modalities, "mask": masks}, self.out / "observed_mask.pt")
+            integrity.commit(self.out, {"observed_mask.pt": state_writer({"modalities": self.train_data.modalities,
+                                                                          "mask": masks})})
 
     def _snapshot(self) -> dict:
         return {
@@ -186,8 +193,12 @@ class Trainer:
         p.sums = distributed.sum_over_ranks(self.dist, p.sums, self.device)   # rank 0 keeps global sums
         snap = self._snapshot()
         if self.dist.is_main:
-            save_state(snap, self.out / STATE)        # one atomic file: weights, optimizer, progress
-            save_weights(self.model, self.out / WEIGHTS)
+            # The state is one file (weights, optimizer, progress); the weights export beside it records
+            # its progress, and both are committed with their checksums (train/integrity.py).
+            integrity.commit(self.out, {STATE: state_writer(snap),
+                                        WEIGHTS: weights_writer(self.model, snap["progress"])})
+            if self.overrides and not self._overrides_saved:
+                self._save_overrides()    # with the first checkpoint that used them
         else:
             p.sums = {k: 0.0 for k in p.sums}
             snap["progress"]["sums"] = dict(p.sums)
@@ -196,6 +207,8 @@ class Trainer:
     def _log(self, record: dict) -> None:
         if not self.dist.is_main:
             return
+        if self.tb is not None:
+            self.tb.record(record)
         try:
             with open(self.out / METRICS, "a") as f:
                 f.write(json.dumps(record) + "\n")
@@ -203,41 +216,63 @@ class Trainer:
             raise UserError(f"cannot write {self.out / METRICS} ({e.strerror}): free disk space or fix permissions") from None
 
     def _load_for_resume(self) -> None:
-        load_weights(self.model, self.out / WEIGHTS)   # a damaged export is reported, not silently replaced
-        state = load_state(self.out / STATE)
-        if state.get("format_version") != FORMAT_VERSION:
+        # verified, or the most recent intact fallback (train/resume.py)
+        point = resuming.choose_resume_point(self.out, lambda t: self._say(f"note: {t}"), self.dist.is_main)
+        state = point.state
+        if state is not None and state.get("format_version") != FORMAT_VERSION:
             raise UserError(f"{self.out} was written by an incompatible mmvae (state format "
                             f"{state.get('format_version')}, this version reads {FORMAT_VERSION}): start a new run")
+        source = self.out / point.source
         try:
-            self._restore(state)
+            if state is not None:
+                self._restore(state)
+            else:
+                self.model.load_state_dict(point.weights)
+                self.progress = Progress(**{k: v for k, v in point.progress.items() if k in Progress.__dataclass_fields__})
         except (RuntimeError, ValueError, KeyError, TypeError) as e:
             first = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise UserError(f"{self.out / STATE} does not fit this model ({first}): was the run folder mixed up?") from None
-        if state.get("pieces", self.pieces) != self.pieces:
+            raise UserError(f"{source} does not fit this model ({first}): was the run folder mixed up?") from None
+        if "lr" in self.overrides or state is None:
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.cfg.lr
+        if state is not None and state.get("pieces", self.pieces) != self.pieces:
             self._say(f"note: this run was cut into {state['pieces']} pieces per batch (ranks x grad_accum), now "
                       f"{self.pieces}: training continues, but not on the exact trajectory of the first slice")
         if not self.dist.is_main:
             self.progress.sums = {k: 0.0 for k in self.progress.sums}
         self.good = self._snapshot()
         if self.dist.is_main:
-            remove_stale_temporaries(self.out)
-            self._truncate_metrics()
+            for note in point.notes:
+                self._say(f"note: {note}")
+            resuming.repair_metrics(self.out / METRICS, self.progress.global_step, lambda t: self._say(f"note: {t}"))
+            p = self.progress
+            event = {"event": "resume", "epoch": p.epoch, "step": p.global_step, "from": point.source}
+            if self.overrides:
+                event["overrides"] = self.overrides
+                self._say("note: --resume overrides " + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in
+                                                                 self.overrides.items()))
+            event.update(self.limits)
+            self._log(event)
+            if point.rewrite_weights:
+                integrity.commit(self.out, {WEIGHTS: weights_writer(self.model, self.good["progress"])})
+        p = self.progress
+        if self.dist.is_main:   # on stdout, like "run folder:": stderr stays one line if the run then fails
+            print(f"resuming {self.out} from epoch {p.epoch + 1}/{self.cfg.epochs}, step {p.step_in_epoch}/"
+                  f"{self.steps_per_epoch} of that epoch (global step {p.global_step})"
+                  if p.epoch < self.cfg.epochs else
+                  f"{self.out} has already trained its {self.cfg.epochs} epochs (global step {p.global_step}): "
+                  f"raise --epochs to train longer", flush=True)
 
-    def _truncate_metrics(self) -> None:
-        """Drop records written after the checkpoint (they will be written again) and a torn last line."""
-        path = self.out / METRICS
-        if not path.exists():
-            return
-        keep = []
-        for line in path.read_text().splitlines():
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(rec, dict) and rec.get("step", 0) <= self.progress.global_step:
-                keep.append(line)
-        text = "".join(ln + "\n" for ln in keep)
-        atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+    def _save_overrides(self) -> None:
+        """config.json keeps the settings the run continues with (later slices continue with them too)."""
+        saved = dict(self.saved)
+        config = dict(saved["config"])
+        for key in self.overrides:
+            head = key.split(".")[0]
+            config[head] = getattr(self.cfg, head)
+        saved["config"] = config
+        write_json(self.out / CONFIG, saved)
+        self._overrides_saved = True
 
     # --------------------------------------------------------------------------------- training
     def fit(self) -> Path:
@@ -246,7 +281,13 @@ class Trainer:
             out = self._fit()
             done = True
             return out
+        except BaseException:
+            self.folder.abandon()   # removes the folder only if this call created it and it is not a run
+            raise
         finally:
+            self.folder.close()
+            if self.tb is not None:
+                self.tb.close()
             if self.dist.active:
                 # DDP's reducer holds the process group; if it dropped the last reference (as the trainer
                 # is freed), gloo's destructor would join its worker thread with the GIL held, which can
@@ -259,12 +300,20 @@ class Trainer:
         cfg = self.cfg
         if self.resume:
             self._load_for_resume()
+            if cfg.max_steps and self.progress.global_step >= cfg.max_steps:
+                self._say(f"the run is already at step {self.progress.global_step} (--max-steps {cfg.max_steps} "
+                          f"counts all steps of the run): nothing to do")
+                return self.out
         else:
             # A checkpoint of step 0 first and config.json (the mark of a run folder) last: a run killed
             # at any moment is either not a run yet, or has a checkpoint to resume from.
             self._checkpoint()
             if self.dist.is_main:
                 self._write_config()
+        if cfg.log == "tensorboard" and self.dist.is_main:
+            from .tensorboard import TensorBoardLog
+
+            self.tb = TensorBoardLog(self.out)
         self.started = time.time()
         while self.progress.epoch < cfg.epochs:
             if not self._run_epoch():
@@ -349,10 +398,9 @@ class Trainer:
         """One epoch from wherever progress stands; False if cut by max_steps / time_limit."""
         cfg, p = self.cfg, self.progress
         epoch = p.epoch
+        stop = False
         self.model.train()
-        show = (sys.stderr.isatty() if self.show_progress is None else self.show_progress) and self.dist.is_main
-        bar = tqdm(total=self.steps_per_epoch, initial=p.step_in_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                   leave=False, disable=not show, dynamic_ncols=True)
+        bar = self._progress_line(epoch)
         t0 = time.time()
         for index in self._global_batches(epoch, p.step_in_epoch):
             beta = kl_weight(p.global_step, self.steps_per_epoch, cfg.warmup, cfg.beta)
@@ -362,16 +410,16 @@ class Trainer:
                 self._diverged(epoch, what)
                 return True  # the caller's loop continues from the restored position
             bar.update(1)
-            if p.sums.get("rows"):
-                bar.set_postfix(loss=f"{p.sums['loss'] / p.sums['rows']:.2f}", beta=f"{beta:.2f}")
             if (cfg.max_steps and p.global_step >= cfg.max_steps) or over:
+                if p.step_in_epoch >= self.steps_per_epoch:   # cut on the epoch's end: finish the epoch first
+                    stop = True
+                    break
                 bar.close()
                 if not self._params_finite():
                     self._diverged(epoch, "parameter")
                     return True
                 self._checkpoint()
-                self._say(f"stopped at step {p.global_step} (epoch {epoch + 1}, step {p.step_in_epoch}); "
-                          f"continue with: mmvae train --resume --out {self.out}")
+                self._stopped()
                 return False
         bar.close()
         if not self._params_finite():
@@ -393,12 +441,48 @@ class Trainer:
             p.best_val = val_loss
         self._log(record)
         if improved and self.dist.is_main:
-            save_weights(self.model, self.out / BEST)
+            integrity.commit(self.out, {BEST: weights_writer(self.model, p.__dict__)})
         self._checkpoint()
+        if self.tb is not None:
+            self.tb.samples(self.model, self.splits.test, p.global_step, cfg.seed)
+        left = cfg.epochs - p.epoch
         self._say(f"epoch {p.epoch}/{cfg.epochs}  train loss {train_logs.get('train_loss', float('nan')):.3f}"
                   + (f"  val loss {val['val_loss']:.3f}" if "val_loss" in val else "")
-                  + f"  ({record['seconds']:.1f}s)")
+                  + f"  ({record['seconds']:.1f}s" + (f", ETA {duration(left * record['seconds'])})" if left else ")"))
+        if stop and p.epoch < cfg.epochs:
+            self._stopped()
+            return False
         return True
+
+    def _stopped(self) -> None:
+        """A run cut by max_steps / time_limit (after its checkpoint): say how to go on, draw samples.png."""
+        p = self.progress
+        where = f"end of epoch {p.epoch}" if p.step_in_epoch == 0 else f"epoch {p.epoch + 1}, step {p.step_in_epoch}"
+        self._say(f"stopped at step {p.global_step} ({where}); "
+                  f"continue with: mmvae train --resume --out {self.out}")
+        if self.dist.is_main:
+            self._finish()
+
+    def _progress_line(self, epoch: int) -> ProgressLine:
+        """The live line inside an epoch (mmvae.progress): steps, rate, the epoch's and the run's ETA."""
+        p, cfg = self.progress, self.cfg
+
+        def postfix() -> dict:
+            out = {}
+            if p.sums.get("rows"):
+                out["loss"] = f"{p.sums['loss'] / p.sums['rows']:.2f}"
+            out["beta"] = f"{kl_weight(p.global_step, self.steps_per_epoch, cfg.warmup, cfg.beta):.2f}"
+            left = cfg.epochs * self.steps_per_epoch - p.global_step
+            if cfg.max_steps:
+                left = min(left, cfg.max_steps - p.global_step)
+            if bar.rate > 0 and left > self.steps_per_epoch - p.step_in_epoch:
+                out["run ETA"] = duration(left / bar.rate)
+            return out
+
+        bar = ProgressLine(self.steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", unit="steps",
+                           initial=p.step_in_epoch, postfix=postfix,
+                           enabled=self.show_progress if self.dist.is_main else False)
+        return bar
 
     def _params_finite(self) -> bool:
         flat = [v.detach().reshape(-1).float() for v in self.model.state_dict().values() if v.is_floating_point()]
@@ -453,8 +537,12 @@ class Trainer:
         return {"val_loss": sums["total"] / max(sums["rows"], 1)}
 
     def _finish(self) -> None:
+        """samples.png, for models that translate and generate (a user's bare nn.Module may not)."""
         from ..evaluation.pictures import sample_grid
 
+        if not all(callable(getattr(self.model, f, None)) for f in ("translate", "generate")) or len(self.splits.test) == 0:
+            self._say("samples.png not drawn: the model has no translate/generate, or there are no test rows")
+            return
         self.model.eval()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.cfg.seed)

@@ -124,6 +124,14 @@ def present_or_fetch(source: DataSource, data_dir: str | Path | None = None, dow
     from .download import DownloadError, fetch
 
     folder = cache_dir(source.name)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-test-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as e:
+        raise UserError(missing_message(source, None, f"the cache folder {folder} cannot be written ({e.strerror}); "
+                                                      f"set $MMVAE_DATA to a writable folder")) from None
     out = {}
     try:
         for f in source.files:

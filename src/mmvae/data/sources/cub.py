@@ -36,13 +36,21 @@ def read_features(path: Path) -> np.ndarray:
         if path.suffix == ".npy":
             a = np.load(path, allow_pickle=False)
         else:
+            import warnings
+
             import torch
 
-            t = torch.load(path, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():   # torch warns about the pickle protocol of files it then refuses
+                warnings.simplefilter("ignore")
+                t = torch.load(path, map_location="cpu", weights_only=True)
             a = t.numpy() if hasattr(t, "numpy") else np.asarray(t)
     except Exception as e:  # noqa: BLE001 - any unreadable file gets the same actionable message
-        raise UserError(f"cannot read CUB features '{path}' ({type(e).__name__}: {e}): save a float tensor "
-                        "(N_images, 2048) with torch.save, or a .npy array") from None
+        # torch's own message advises weights_only=False (running the file's pickled code): never quoted.
+        pickled = "pickle" in type(e).__name__.lower() or "weights_only" in str(e)
+        why = ("it holds pickled Python objects, which are never loaded" if pickled
+               else f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:120]}")
+        raise UserError(f"cannot read CUB features '{path}' ({why}): save a plain float tensor (N_images, 2048) "
+                        "with torch.save(tensor), or a .npy array") from None
     a = np.asarray(a, dtype=np.float32).reshape(len(a), -1)
     if a.ndim != 2 or not np.isfinite(a).all():
         raise UserError(f"CUB features '{path}' must be a finite (N_images, D) array, got shape {a.shape}")
