@@ -84,6 +84,18 @@ class Adapter(nn.Module):
         return self.decode(self.prior.sample((n,)), modalities)
 
 
+class FactorisedAdapter(Adapter):
+    """The factorised MMVAE is its MMVAE for generation; latent accuracy probes both latents per modality."""
+
+    @torch.no_grad()
+    def latent_representations(self, data):
+        out = {}
+        for m, x in data.items():
+            out[f"{m}/shared"] = self.model.mods[m].encode(x)[0]
+            out[f"{m}/private"] = self.model.private[m].encode(x)[0]
+        return out
+
+
 class MemeAdapter(Adapter):
     """MEME has no joint posterior; its prior is the pseudo-sample mixture (eq. 4) of both modalities."""
 
@@ -119,4 +131,6 @@ class MemeAdapter(Adapter):
 
 
 def adapt(model: nn.Module) -> Adapter:
-    return (MemeAdapter if model.fusion == "meme" else Adapter)(model)
+    if model.fusion == "meme":
+        return MemeAdapter(model)
+    return (FactorisedAdapter if hasattr(model, "private") else Adapter)(model)
