@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import copy_run, train_small
 from mmvae.cli import main
 from mmvae.config import Config
 from mmvae.data.arrays import load_arrays
@@ -51,16 +52,12 @@ def _fails_cleanly(capsys, argv: list[str], *needles: str) -> str:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("bad") / "run"
-    assert main(["train", *SMALL, "--out", str(out)]) == 0
-    return out
+    return train_small(tmp_path_factory.mktemp("bad"))
 
 
 @pytest.fixture
 def run(trained, tmp_path) -> Path:
-    copy = tmp_path / "run"
-    shutil.copytree(trained, copy)
-    return copy
+    return copy_run(trained, tmp_path)
 
 
 # ----------------------------------------------------------------------------- damaged run folders

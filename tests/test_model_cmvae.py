@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from helpers import assert_same_gradients, toy_batch
 from mmvae.config import Config
 from mmvae.data.batch import Batch
 from mmvae.data.dataset import ModalitySpec
@@ -20,6 +21,8 @@ from mmvae.data.toy import toy_bimodal
 from mmvae.distributions.noise import FixedNoise, standard_noise
 from mmvae.errors import UserError
 from mmvae.models.registry import build_model
+from reference import laplace_logpdf, softmax_laplace_head as heads
+from test_learning import agreement, fit
 
 SPECS = {"a": ModalitySpec("a", "vector", (5,), "laplace"),
          "b": ModalitySpec("b", "categorical", (3,), "categorical", num_classes=3)}
@@ -41,24 +44,7 @@ def make_model(objective: str) -> torch.nn.Module:
 
 
 def make_batch(missing: bool) -> Batch:
-    g = torch.Generator().manual_seed(1)
-    data = {"a": torch.randn(B, 5, generator=g, dtype=torch.float64),
-            "b": F.one_hot(torch.randint(0, 3, (B,), generator=g), 3).double()}
-    mask = {m: torch.ones(B, dtype=torch.bool) for m in SPECS}
-    if missing:
-        mask["b"][[0, 1]] = False
-        mask["a"][2] = False
-    return Batch(data, mask)
-
-
-def laplace_logpdf(x, loc, scale):
-    return -torch.log(2 * scale) - (x - loc).abs() / scale
-
-
-def heads(net, x, dim, detach=False):
-    loc, raw = net(x)
-    scale = F.softmax(raw, dim=-1) * dim + 1e-6
-    return (loc.detach(), scale.detach()) if detach else (loc, scale)
+    return toy_batch(B, {"b": [0, 1], "a": [2]} if missing else None, names=tuple(SPECS))
 
 
 def log_lik(model, d, z, w, x):
@@ -118,20 +104,6 @@ def _scaled(t, wt):
     return t
 
 
-def assert_same_gradients(model, lib_loss, ref_loss) -> set[str]:
-    names, params = zip(*[(n, p) for n, p in model.named_parameters()])
-    g_lib = torch.autograd.grad(lib_loss, params, allow_unused=True, retain_graph=True)
-    g_ref = torch.autograd.grad(ref_loss, params, allow_unused=True)
-    reached = set()
-    for n, p, a, b in zip(names, params, g_lib, g_ref):
-        a = torch.zeros_like(p) if a is None else a
-        b = torch.zeros_like(p) if b is None else b
-        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-9, msg=lambda s, n=n: f"{n}: {s}")
-        if a.abs().sum() > 0:
-            reached.add(n)
-    return reached
-
-
 def draw_eps():
     return standard_noise(torch.distributions.Laplace, (K, len(NAMES), B, D), torch.Generator().manual_seed(2),
                           torch.float64)
@@ -175,18 +147,9 @@ def test_cmvae_learns_clusters_and_selects_their_number():
     torch.manual_seed(0)
     model = build_model(toy.specs, Config(model="cmvae", latent_dim=8, hidden=64, k=3,
                                           extra={"private_dim": 2, "clusters": 12}))
-    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
-    g = torch.Generator().manual_seed(0)
-    for _ in range(4):
-        for batch in toy.train.batches(64, shuffle=True, generator=g):
-            loss, _ = model.loss(batch)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    model.eval()
+    fit(model, toy.train, ["a", "b"], epochs=4)
     for s, t in (("a", "b"), ("b", "a")):
-        out = model.translate({s: toy.test.data[s]}, [t])[t]
-        assert float((torch.cdist(out, toy.test.prototypes[t]).argmin(1) == toy.test.label).float().mean()) > 0.9
+        assert agreement(model, toy.test, s, t) > 0.9
     assert normalized_mutual_info_score(toy.test.label, model.predict_clusters(toy.test.data)) > 0.3
     scores = model.select_clusters(toy.train.subset(torch.arange(600)))
     assert sorted(scores) == list(range(2, 13))

@@ -3,23 +3,19 @@ loss and gradients to 1e-6, with and without the prior network; its user API (wh
 infer), refusals, and a learning test on the toy data."""
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
-import torch.nn.functional as F
 
+from helpers import TOY_SPECS, toy_data
 from mmvae.config import Config
 from mmvae.data.batch import Batch
-from mmvae.data.dataset import ModalitySpec
 from mmvae.distributions.noise import FixedNoise
 from mmvae.errors import UserError
 from mmvae.models.registry import build_model
+from reference import head_var as head, toy_log_lik
 from test_learning import agreement, fit
 
-SPECS = {"a": ModalitySpec("a", "vector", (5,), "normal"),
-         "b": ModalitySpec("b", "categorical", (3,), "categorical", num_classes=3),
-         "c": ModalitySpec("c", "vector", (4,), "laplace")}
+SPECS = TOY_SPECS
 D, B = 4, 6
 
 
@@ -30,15 +26,7 @@ def make_model(target="a", k=1, **extra):
 
 
 def make_batch() -> Batch:
-    g = torch.Generator().manual_seed(1)
-    return Batch({"a": torch.randn(B, 5, generator=g, dtype=torch.float64),
-                  "b": F.one_hot(torch.randint(0, 3, (B,), generator=g), 3).double(),
-                  "c": torch.randn(B, 4, generator=g, dtype=torch.float64)})
-
-
-def head(out):
-    mu, raw = out
-    return mu, (F.softplus(raw) + 1e-6) ** 2
+    return Batch(toy_data(B))
 
 
 def reference_loss(model, batch, eps, beta, target):
@@ -54,10 +42,7 @@ def reference_loss(model, batch, eps, beta, target):
     out = model.decoder.decoder(torch.cat([z, h.expand(z.shape[0], -1, -1)], -1).reshape(-1, z.shape[-1] + h.shape[-1]))
     out = out.reshape(z.shape[0], B, -1)
     x = batch.data[target]
-    if target == "a":
-        rec = (-0.5 * ((x - out) / 0.75) ** 2 - math.log(0.75) - 0.5 * math.log(2 * math.pi)).sum(-1)
-    else:
-        rec = (x * F.log_softmax(out, -1)).sum(-1)
+    rec = toy_log_lik(target, out, x)                                        # target a or b
     kl = 0.5 * (torch.log(var_p / var) + (var + (mu - mu_p) ** 2) / var_p - 1).sum(-1)
     return -(rec.mean(0) - beta * kl).mean()
 

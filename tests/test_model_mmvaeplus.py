@@ -18,6 +18,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from helpers import assert_same_gradients, toy_batch
 from mmvae.config import Config
 from mmvae.data.batch import Batch
 from mmvae.data.dataset import ModalitySpec
@@ -25,6 +26,8 @@ from mmvae.data.toy import toy_bimodal
 from mmvae.distributions.noise import FixedNoise, standard_noise
 from mmvae.models.registry import build_model
 from mmvae.objectives.estimators import IWAE, DReG
+from reference import laplace_logpdf, softmax_laplace_head as heads
+from test_learning import agreement, fit
 
 SPECS = {"a": ModalitySpec("a", "vector", (5,), "laplace"),
          "b": ModalitySpec("b", "categorical", (3,), "categorical", num_classes=3)}
@@ -48,14 +51,8 @@ def make_model(objective: str, **extra) -> torch.nn.Module:
 
 
 def make_batch(missing: bool) -> Batch:
-    g = torch.Generator().manual_seed(1)
-    data = {"a": torch.randn(B, 5, generator=g, dtype=torch.float64),
-            "b": F.one_hot(torch.randint(0, 3, (B,), generator=g), 3).double()}
-    mask = {m: torch.ones(B, dtype=torch.bool) for m in SPECS}
-    if missing:
-        mask["b"][[0, 1]] = False                      # rows 0, 1: only a; row 2: only b
-        mask["a"][2] = False
-    return Batch(data, mask)
+    # rows 0, 1: only a; row 2: only b
+    return toy_batch(B, {"b": [0, 1], "a": [2]} if missing else None, names=tuple(SPECS))
 
 
 def draw_eps() -> torch.Tensor:
@@ -64,16 +61,6 @@ def draw_eps() -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------------ the reference
-def laplace_logpdf(x, loc, scale):
-    return -torch.log(2 * scale) - (x - loc).abs() / scale
-
-
-def heads(net, x, dim, detach=False):
-    loc, raw = net(x)
-    scale = F.softmax(raw, dim=-1) * dim + 1e-6
-    return (loc.detach(), scale.detach()) if detach else (loc, scale)
-
-
 def softmax_scale(logits):
     return F.softmax(logits, dim=-1) * logits.shape[-1]           # the authors' pu/pw parameters, loc 0
 
@@ -193,19 +180,6 @@ class _Replace:
 
 
 # ---------------------------------------------------------------------------------------- the tests
-def assert_same_gradients(model, lib_loss, ref_loss) -> int:
-    names, params = zip(*[(n, p) for n, p in model.named_parameters()])
-    g_lib = torch.autograd.grad(lib_loss, params, allow_unused=True, retain_graph=True)
-    g_ref = torch.autograd.grad(ref_loss, params, allow_unused=True)
-    reached = 0
-    for n, p, a, b in zip(names, params, g_lib, g_ref):
-        a = torch.zeros_like(p) if a is None else a
-        b = torch.zeros_like(p) if b is None else b
-        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-9, msg=lambda s, n=n: f"{n}: {s}")
-        reached += bool(a.abs().sum() > 0)
-    return reached
-
-
 CASES = [("elbo", 1.0), ("iwae", 1.0), ("iwae", 0.4), ("dreg-authors", 1.0)]
 
 
@@ -220,7 +194,7 @@ def test_loss_and_gradients_match_the_authors_formulas(objective, beta, missing)
     else:
         torch.testing.assert_close(loss, ref, rtol=1e-6, atol=1e-9)
         torch.testing.assert_close(-logs["bound"], ref.detach(), rtol=1e-6, atol=1e-9)
-    reached = assert_same_gradients(model, loss, ref)
+    reached = len(assert_same_gradients(model, loss, ref))
     names = {n.split(".")[0] for n, p in model.named_parameters()}
     assert reached >= 20 and {"encoders", "private_encoders", "decoders", "latent_prior", "aux"} <= names
 
@@ -231,7 +205,7 @@ def test_unbiased_dreg_matches_its_derivation(beta, missing):
     model, batch, eps = make_model("dreg"), make_batch(missing), draw_eps()
     loss, _ = model.loss(batch, beta, noise=FixedNoise({"z": eps}, seed=None))
     torch.testing.assert_close(loss, reference_loss(model, batch, eps, beta, "iwae"), rtol=1e-6, atol=1e-9)
-    assert assert_same_gradients(model, loss, reference_dreg(model, batch, eps, beta)) >= 20
+    assert len(assert_same_gradients(model, loss, reference_dreg(model, batch, eps, beta))) >= 20
 
 
 def test_the_comparison_sees_a_wrong_detail():
@@ -307,16 +281,7 @@ def test_mmvaeplus_learns_cross_modal_agreement():
     torch.manual_seed(0)
     model = build_model(toy.specs, Config(model="mmvaeplus", latent_dim=8, hidden=64, k=4,
                                           extra={"private_dim": 2}))
-    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
-    g = torch.Generator().manual_seed(0)
-    for _ in range(5):
-        for batch in toy.train.batches(64, shuffle=True, generator=g):
-            loss, _ = model.loss(batch)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    model.eval()
+    fit(model, toy.train, ["a", "b"], epochs=5)
     for s, t in (("a", "b"), ("b", "a")):
-        out = model.translate({s: toy.test.data[s]}, [t])[t]
-        hit = (torch.cdist(out, toy.test.prototypes[t]).argmin(1) == toy.test.label).float().mean()
-        assert float(hit) > 0.9, (s, t, float(hit))
+        hit = agreement(model, toy.test, s, t)
+        assert hit > 0.9, (s, t, hit)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -17,12 +16,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from helpers import SMALL_RUN, copy_run, train_small
 from mmvae.cli import main
 from mmvae.train import integrity
 from mmvae.train.integrity import MANIFEST, DamagedFile, commit, read_manifest, sha256, verify
 
-SMALL = ["--dataset", "toy", "--set", "data.n=120", "--epochs", "1", "--batch-size", "32", "--set", "hidden=16",
-         "--latent-dim", "3", "--device", "cpu"]
+SMALL = SMALL_RUN
 CHECKPOINT_FILES = ("model.safetensors", "best.safetensors", "training_state.pt")
 
 
@@ -48,16 +47,12 @@ def _one_line(capsys, code_expected: int, argv: list[str], *needles: str) -> str
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("integrity") / "run"
-    assert main(["train", *SMALL, "--out", str(out)]) == 0
-    return out
+    return train_small(tmp_path_factory.mktemp("integrity"))
 
 
 @pytest.fixture
 def run(trained, tmp_path) -> Path:
-    copy = tmp_path / "run"
-    shutil.copytree(trained, copy)
-    return copy
+    return copy_run(trained, tmp_path)
 
 
 def test_every_checkpoint_file_is_in_the_manifest(trained):

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from helpers import SMALL_RUN, train_small
 from mmvae.cli import main
 from mmvae.errors import UserError
 from mmvae.train.lock import LOCK, FolderLock
 
-SMALL = ["--dataset", "toy", "--set", "data.n=120", "--epochs", "1", "--batch-size", "32", "--set", "hidden=16",
-         "--latent-dim", "3", "--device", "cpu"]
+SMALL = SMALL_RUN
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
@@ -62,9 +62,7 @@ def test_lock_of_a_killed_process_is_taken_over(tmp_path):
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("lock") / "run"
-    assert main(["train", *SMALL, "--out", str(out)]) == 0
-    return out
+    return train_small(tmp_path_factory.mktemp("lock"))
 
 
 def test_second_train_on_a_busy_run_folder(tmp_path, capsys):

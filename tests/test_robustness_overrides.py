@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
+from helpers import copy_run
 from mmvae.cli import main
 
 BASE = ["train", "--dataset", "toy", "--set", "data.n=200", "--batch-size", "16", "--set", "hidden=8",
@@ -40,9 +40,7 @@ def cut(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def run(cut, tmp_path) -> Path:
-    copy = tmp_path / "run"
-    shutil.copytree(cut, copy)
-    return copy
+    return copy_run(cut, tmp_path)
 
 
 def test_lr_override_is_applied_recorded_and_kept(run, capsys):

@@ -156,6 +156,10 @@ def _latent(ctx: Context) -> None:
 @register_metric("likelihood")
 def _likelihood(ctx: Context) -> None:
     model, opts = ctx.model, ctx.options
+    if getattr(model, "likelihood_note", None):      # a model that defines no likelihood says why (Nexus)
+        ctx.results["log_likelihood"] = None
+        ctx.notes["log_likelihood"] = f"not computed: {model.likelihood_note}"
+        return
     if not (ll.supports_importance_sampling(model) or callable(getattr(model, "log_likelihood", None))):
         ctx.results["log_likelihood"] = None
         ctx.notes["log_likelihood"] = (f"{type(model).__name__} has neither a fused posterior (posterior, "

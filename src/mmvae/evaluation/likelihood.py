@@ -95,13 +95,15 @@ def importance_log_likelihood(model, batch: Batch, rows: Sequence[int], k: int, 
     that seed the random streams."""
     post = model.posterior(batch)
     prior = model.prior
-    d = post.loc.shape[-1]
+    # A posterior that is not a DiagonalMixture (JNF's flow posteriors) samples itself from the uniforms.
+    own = getattr(post, "from_uniforms", None)
+    d = post.loc.shape[-1] if own is None else post.event_shape[-1]
     generators: dict[int, torch.Generator] = {}
     acc = None
     for start in range(0, k, sample_chunk):
         count = min(sample_chunk, k - start)
-        u = row_uniforms(rows, start, count, 1 + d, seed, generators).to(post.loc.device, post.loc.dtype)
-        z = sample_mixture(post, u)                                             # (count, B, D)
+        u = row_uniforms(rows, start, count, 1 + d, seed, generators).to(prior.loc.device, prior.loc.dtype)
+        z = sample_mixture(post, u) if own is None else own(u)                  # (count, B, D)
         lw = prior.log_prob(z).sum(-1) + unweighted_reconstruction(model, z, batch) - post.log_prob(z)
         part = torch.logsumexp(lw, 0)
         acc = part if acc is None else torch.logaddexp(acc, part)
@@ -145,6 +147,8 @@ def log_likelihoods(model, data: MultimodalDataset, k: int = 1000, row_chunk: in
     Rows that do not observe all of S get NaN (they are left out of the means)."""
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
+    if getattr(model, "likelihood_note", None):
+        raise ValueError(f"no log-likelihood for {type(model).__name__}: {model.likelihood_note}")
     device = device or next(model.parameters()).device
     chunk = sample_chunk or default_sample_chunk(data, k, row_chunk)
     out: dict[str, Tensor] = {}

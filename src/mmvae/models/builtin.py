@@ -10,3 +10,6 @@ from . import cvae  # noqa: F401,E402  (conditional VAE of one modality given th
 from . import mmvaeplus  # noqa: F401,E402  (MMVAE+: shared + private latents, auxiliary priors)
 from . import dmvae  # noqa: F401,E402  (DMVAE: product-of-experts shared latent + private latents)
 from . import cmvae  # noqa: F401,E402  (CMVAE: MMVAE+ with a clustering prior)
+from . import jnf  # noqa: F401,E402  (JNF: joint VAE, then unimodal flow posteriors)
+from . import nexus  # noqa: F401,E402  (Nexus: modality VAEs + a nexus VAE over their messages)
+from . import mhvae  # noqa: F401,E402  (MHVAE: hierarchical latents, products of experts per level)

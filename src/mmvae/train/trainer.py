@@ -45,7 +45,7 @@ from .run_folder import RunFolder
 from .data_checks import check_training_data
 from .options import AMP_DTYPES, check_run_options, pick_device
 from .tensorboard import check_log_option
-from .schedule import kl_weight
+from .schedule import kl_weight, training_stage
 
 class TrainingDiverged(RuntimeError):
     """Non-finite loss or gradients persisted after the allowed rollbacks."""
@@ -137,7 +137,9 @@ class Trainer:
             # A modality missing from every row of a rank's piece leaves its encoder without gradient
             # on that rank: DDP must then look for unused parameters (one graph traversal per step).
             partial = any(not bool(self.train_data.mask[m].all()) for m in self.train_data.modalities)
-            module = DistributedDataParallel(module, find_unused_parameters=partial or not hasattr(self.model, "fusion"))
+            # A model trained in stages leaves the parameters of the other stages without gradient.
+            unused = partial or not hasattr(self.model, "fusion") or bool(getattr(self.model, "stage_epochs", ()))
+            module = DistributedDataParallel(module, find_unused_parameters=unused)
         return module
 
     def _say(self, text: str) -> None:
@@ -399,6 +401,7 @@ class Trainer:
         cfg, p = self.cfg, self.progress
         epoch = p.epoch
         stop = False
+        staged = self._enter_stage(epoch)
         self.model.train()
         bar = self._progress_line(epoch)
         t0 = time.time()
@@ -435,6 +438,8 @@ class Trainer:
         record = {"epoch": p.epoch, "step": p.global_step, **train_logs, **val,
                   "beta": kl_weight(p.global_step, self.steps_per_epoch, cfg.warmup, cfg.beta),
                   "lr": self.optimizer.param_groups[0]["lr"], "seconds": round(time.time() - t0, 3)}
+        if staged is not None:
+            record["stage"] = staged
         val_loss = val.get("val_loss", train_logs.get("train_loss", math.inf))
         improved = val_loss < p.best_val
         if improved:
@@ -453,6 +458,19 @@ class Trainer:
             self._stopped()
             return False
         return True
+
+    def _enter_stage(self, epoch: int) -> int | None:
+        """Tell a model trained in stages (``stage_epochs``, train/schedule.py) the stage of this epoch; None
+        for other models. The best validation loss restarts with each stage: the stages' losses measure
+        different things, and the best weights must come from the last stage."""
+        if not getattr(self.model, "stage_epochs", ()):
+            return None
+        stage = training_stage(self.model, epoch)
+        self.model.stage = stage
+        p = self.progress
+        if p.step_in_epoch == 0 and epoch > 0 and stage != training_stage(self.model, epoch - 1):
+            p.best_val = math.inf
+        return stage
 
     def _stopped(self) -> None:
         """A run cut by max_steps / time_limit (after its checkpoint): say how to go on, draw samples.png."""
