@@ -657,6 +657,10 @@ def write_report() -> None:
     REPORT.write_text("\n".join(lines) + "\n")
 
 
+def _clip(text: str, n: int = 320) -> str:
+    return text if len(text) <= n else text[:n - 1].rsplit(" ", 1)[0] + " …"
+
+
 def report_tables(rows: list[dict], judges: str) -> list[str]:
     """One table per (dataset, scenario, budget) of the rows judged by one classifier set. Set 1 = the
     library's own cached classifiers (5 epochs) the first rows used, before the bench kept its judges under
@@ -682,7 +686,7 @@ def report_tables(rows: list[dict], judges: str) -> list[str]:
                 notes = sorted({f"{k[0]}: {w} — {n}" for k, rs in groups.items() if k[1] == dataset and k[4] == scenario
                                 and k[5] == budget for r in rs for w, n in (r.get("notes") or {}).items()})
                 if notes:
-                    lines += ["Not measured: " + "; ".join(n.split("\n")[0][:200] for n in notes) + ".", ""]
+                    lines += ["Not measured: " + "; ".join(_clip(n.split("\n")[0]) for n in notes) + ".", ""]
     return lines
 
 
