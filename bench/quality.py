@@ -12,7 +12,12 @@ the cache after every pair.
     python bench/quality.py --only dataset=mnist-label --seeds 0,1 --budget 90
     python bench/quality.py --only model=mopoe dataset=polymnist-3 --configs default,main --budget 600
     python bench/quality.py --only dataset=mnist-fashion --scenario f=0.25
+    python bench/quality.py --judges 1 --only dataset=mnist-fonts model=fmmvae --with-fmmvae-ref --budget 120
     python bench/quality.py --report        # only rewrite docs/results/quality.md from the cache
+
+Every report also rewrites the targets table of issue 10 (item 4) in docs/RESULTS.md, between its two
+markers. ``--judges 1`` scores new rows with the classifiers of a dataset's first rows (set 1), so they
+join its existing table; set 2 (the default) is the bench's own classifiers, trained on first use.
 
 ``--configs`` names configurations of the library model: ``default`` (no --set at all), ``main`` (the
 defaults before issue 10, spelt out), or either followed by ``+key=value`` tokens, where ``lik=X``
