@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from mmvae.cli import main
+from mmvae.data.dataset import IMAGE_LIKELIHOOD
 from mmvae.data.lazy import IndexedRows, LazyDataset
 from mmvae.data.registry import DATASETS, load_dataset
 from mmvae.data.sources.idx import read_idx, write_idx
@@ -173,7 +174,7 @@ def test_mnist_svhn_dataset_from_files(data_dir):
     band_m = b.data["mnist"][:, 0, :, 5].argmax(1) // 2
     band_s = b.data["svhn"][:, 0, :, 5].argmax(1) // 2
     assert torch.equal(band_m, b.label) and torch.equal(band_s, b.label)
-    assert tr.specs["mnist"].network == "mnist-mlp" and tr.specs["svhn"].likelihood == "laplace"
+    assert tr.specs["mnist"].network == "mnist-mlp" and tr.specs["svhn"].likelihood == IMAGE_LIKELIHOOD
     val = tr.subset(torch.arange(10))
     assert isinstance(val.data["svhn"], IndexedRows) and len(val) == 10
 

@@ -33,7 +33,7 @@ LAMBDA = {"a": 1.0, "b": 5 / 3}                     # weights=rescale: largest d
 def make_model(objective: str, kl: str = "mc") -> torch.nn.Module:
     torch.manual_seed(0)
     model = build_model(SPECS, Config(model="mmvae", latent_dim=D, hidden=16, objective=objective, k=K, kl=kl,
-                                      prior="learned", weights="rescale")).double()
+                                      prior="learned", weights="rescale", posterior="laplace")).double()
     with torch.no_grad():                            # a learned prior away from its start (--learn-prior)
         model.latent_prior.scale_logits.copy_(torch.tensor([0.3, -0.2, 0.5, -0.6]))
     return model

@@ -86,7 +86,7 @@ def test_prior_parameters_receive_the_gradient_of_their_term(gen, name, objectiv
 
 
 def test_generate_samples_the_learned_prior(gen, monkeypatch):
-    model = build_tiny("mmvae", SPECS, prior="learned-loc-scale")
+    model = build_tiny("mmvae", SPECS, prior="learned-loc-scale", posterior="laplace")
     with torch.no_grad():
         model.latent_prior.loc.fill_(30.0)
         model.latent_prior.scale_logits.copy_(torch.tensor([3.0, 0.0, 0.0, 0.0]))

@@ -10,9 +10,14 @@ from .config import Config, apply_overrides
 from .errors import UserError
 from .threads import default_threads, set_threads
 
-EPILOG = """common --set keys: objective=elbo|iwae|dreg  k=K  beta=B  warmup=EPOCHS  posterior=normal|laplace
-  likelihood.<modality>=bernoulli|normal|laplace|categorical  scale.<modality>=0.75|learned
-  weights=uniform|rescale  weights.<modality>=λ  subsample_k=K (mvae)  data.<option>=V (e.g. data.modalities=5)
+EPILOG = """defaults, chosen by measurement (bench/quality.py, docs/defaults.md): vae, mvae, mmvae, mopoe and meme have
+  Gaussian posteriors, an N(0, I) prior, uniform weights and the ELBO (meme: its own bound); images in [0, 1]
+  (grey or colour, built-in or .npz): Bernoulli likelihood, an MLP with one hidden layer of `hidden` units;
+  labels and words: Categorical; other arrays: Normal with scale default_scale. Papers' settings: --preset NAME.
+common --set keys: objective=elbo|iwae|dreg  k=K  beta=B  warmup=EPOCHS  posterior=normal|laplace
+  likelihood.<modality>=bernoulli|continuous_bernoulli|normal|laplace|categorical  scale.<modality>=0.75|learned
+  network.<modality>=mlp|conv|mnist-mlp|mvae-mlp  weights=uniform|rescale  weights.<modality>=λ
+  subsample_k=K (mvae)  data.<option>=V (e.g. data.modalities=5)
   paired_fraction=F  observed=<modality>|split  val_fraction=F  grad_clip=G  max_rollbacks=N  max_steps=N
   time_limit=SECONDS  hidden=H  amsgrad=true  amp=off|bf16  compile=true  grad_accum=N  log=tensorboard
   vectorise=auto|true|false (identically shaped experts as one batched call; auto: on CUDA)

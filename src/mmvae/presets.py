@@ -44,7 +44,7 @@ register_preset(Preset(
          epochs=30, batch_size=128, lr=1e-3, amsgrad=True, latent_dim=20, val_fraction=0.0,
          objective="dreg-authors", k=30, kl="mc", beta=1.0, warmup=0.0, posterior="laplace", prior="learned",
          likelihood=dict(mnist="laplace", svhn="laplace"), scale={}, default_scale=0.75, weights="rescale",
-         network=dict(mnist="mnist-mlp")),
+         hidden=512, network=dict(mnist="mnist-mlp", svhn="conv")),
 ))
 register_preset(Preset(
     "mvae-mnist-label", "Wu & Goodman 2018 (MVAE), MNIST image + label", "mhw32/multimodal-vae-public",
@@ -63,7 +63,8 @@ register_preset(Preset(
     dict(model="mopoe", dataset="polymnist", data=dict(source="full", modalities=5),
          epochs=300, batch_size=256, lr=5e-4, amsgrad=False, latent_dim=512, val_fraction=0.0,
          objective="elbo", k=1, kl="analytic", beta=2.5, warmup=0.0, posterior="normal",
-         likelihood={f"m{i}": "laplace" for i in range(5)}, scale={}, default_scale=0.75, weights="uniform"),
+         likelihood={f"m{i}": "laplace" for i in range(5)}, scale={}, default_scale=0.75, weights="uniform",
+         hidden=512, network={f"m{i}": "conv" for i in range(5)}),
 ))
 register_preset(Preset(
     "meme-mnist-svhn", "Joy, Shi, Torr, Rainforth, Schmon & Siddharth 2022 (MEME), MNIST-SVHN", "thwjoy/meme",
@@ -74,7 +75,7 @@ register_preset(Preset(
          epochs=500, batch_size=128, lr=5e-4, amsgrad=False, latent_dim=64, val_fraction=0.0,
          objective="meme", k=10, kl="analytic", beta=1.0, warmup=0.0, posterior="normal",
          likelihood=dict(mnist="laplace", svhn="laplace"), scale={}, default_scale=1.0, weights="uniform",
-         network=dict(mnist="mnist-mlp"), classifier_weight=10.0, pseudo_samples=128, direction_weight="sum"),
+         hidden=512, network=dict(mnist="mnist-mlp", svhn="conv"), classifier_weight=10.0, pseudo_samples=128, direction_weight="sum"),
 ))
 register_preset(Preset(
     "meme-cub", "Joy, Shi, Torr, Rainforth, Schmon & Siddharth 2022 (MEME), CUB image features + captions",
@@ -85,7 +86,7 @@ register_preset(Preset(
          epochs=500, batch_size=128, lr=5e-4, amsgrad=False, latent_dim=64, val_fraction=0.0,
          objective="meme", k=10, kl="analytic", beta=1.0, warmup=0.0, posterior="normal",
          likelihood=dict(image="laplace", text="categorical"), scale={}, default_scale=1.0, weights="uniform",
-         classifier_weight=10.0, pseudo_samples=128, direction_weight="sum"),
+         hidden=512, classifier_weight=10.0, pseudo_samples=128, direction_weight="sum"),
 ))
 
 
@@ -113,12 +114,15 @@ def apply_preset(cfg: Config, name: str, dataset: str | None = None) -> Config:
     cfg.preset = name
     if dataset is not None and dataset != preset.settings["dataset"]:
         dropped = ", ".join(f"{k}={v}" for k, v in preset.settings.get("data", {}).items()) or "none"
-        keyed = sorted({m for k, v in preset.settings.items() if k != "data" and isinstance(v, dict) for m in v})
+        keyed = sorted({m for k, v in preset.settings.items() if k not in ("data", "network") and isinstance(v, dict)
+                        for m in v})
         print(f"note: preset '{name}' is the published setting for dataset '{preset.settings['dataset']}'; training "
-              f"on '{dataset}' instead: the preset's data options are dropped ({dropped})"
+              f"on '{dataset}' instead: the preset's data options are dropped ({dropped}) and the data's own "
+              f"networks are used"
               + (f"; its per-modality settings name {', '.join(keyed)} (replace them with --set if the new data's "
                  f"modalities differ)" if keyed else ""), file=sys.stderr)
         cfg.data = {}
+        cfg.network = {}   # the paper's networks name its modalities; other data keeps its own
     return cfg
 
 

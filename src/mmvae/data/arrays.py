@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError
-from .dataset import DatasetSplits, ModalitySpec, MultimodalDataset, one_hot
+from .dataset import IMAGE_LIKELIHOOD, DatasetSplits, ModalitySpec, MultimodalDataset, one_hot
 from .names import check_modality_names
 
 RESERVED = ("label", "split")
@@ -111,7 +111,7 @@ def _as_modality(name: str, a: np.ndarray, observed: np.ndarray) -> tuple[Modali
         x = x[:, None]
     unit = seen.size == 0 or (seen.min() >= 0.0 and seen.max() <= 1.0)
     if x.ndim == 4 and x.shape[1] in (1, 3, 4) and unit:
-        return ModalitySpec(name, "image", tuple(x.shape[1:]), "laplace"), torch.from_numpy(x)
+        return ModalitySpec(name, "image", tuple(x.shape[1:]), IMAGE_LIKELIHOOD), torch.from_numpy(x)
     if x.ndim == 1:
         x = x[:, None]
     return ModalitySpec(name, "vector", tuple(x.shape[1:]), "normal"), torch.from_numpy(x)

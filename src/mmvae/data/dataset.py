@@ -12,6 +12,10 @@ from ..errors import UserError
 from .batch import Batch
 
 KINDS = ("image", "categorical", "vector", "text")
+# The default likelihood of every image in [0, 1], grey or colour, in the built-in datasets and a user's
+# .npz (data/arrays.py): Bernoulli on grey levels (the cross-entropy form). Chosen by measurement against
+# Laplace/Normal with fixed or learned scale and the continuous Bernoulli: docs/defaults.md.
+IMAGE_LIKELIHOOD = "bernoulli"
 
 
 @dataclass(frozen=True)

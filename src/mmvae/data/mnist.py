@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError
-from .dataset import DatasetSplits, ModalitySpec, MultimodalDataset, sample_rows
+from .dataset import IMAGE_LIKELIHOOD, DatasetSplits, ModalitySpec, MultimodalDataset, sample_rows
 from .registry import register_dataset
 from .sources.cache import availability, is_present
 from .sources.catalog import MNIST
@@ -80,7 +80,7 @@ def mnist_availability() -> tuple[bool, str]:
 def mnist(seed: int = 0, source: str = "auto", data_dir=None, download: bool = True, n: int | None = None,
           **_) -> DatasetSplits:
     d = mnist_digits(source, data_dir, download, n)
-    specs = {"image": ModalitySpec("image", "image", (1, 28, 28), "bernoulli")}
+    specs = {"image": ModalitySpec("image", "image", (1, 28, 28), IMAGE_LIKELIHOOD)}
 
     def part(idx):
         y = torch.from_numpy(d.labels[idx])

@@ -4,14 +4,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .dataset import DatasetSplits, ModalitySpec, MultimodalDataset, one_hot
+from .dataset import IMAGE_LIKELIHOOD, DatasetSplits, ModalitySpec, MultimodalDataset, one_hot
 from .registry import register_dataset
 from .mnist import mnist_availability, mnist_digits
 
 
 def image_label_splits(images: np.ndarray, labels: np.ndarray, train_idx, test_idx, description: str) -> DatasetSplits:
-    """Image (1, 28, 28) in [0, 1] with a Bernoulli likelihood, label one-hot with a Categorical one."""
-    specs = {"image": ModalitySpec("image", "image", (1, 28, 28), "bernoulli"),
+    """Image (1, 28, 28) in [0, 1] (likelihood ``IMAGE_LIKELIHOOD``), label one-hot with a Categorical one."""
+    specs = {"image": ModalitySpec("image", "image", (1, 28, 28), IMAGE_LIKELIHOOD),
              "label": ModalitySpec("label", "categorical", (10,), "categorical", num_classes=10)}
 
     def part(idx):

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError
-from .dataset import DatasetSplits, ModalitySpec, sample_rows
+from .dataset import IMAGE_LIKELIHOOD, DatasetSplits, ModalitySpec, sample_rows
 from .lazy import IndexedRows, LazyDataset
 from .registry import register_dataset
 from .sources.cache import availability, cache_dir
@@ -75,7 +75,7 @@ def saved_pairs(part: str, labels_a: np.ndarray, labels_b: np.ndarray, dm: int, 
 
 
 def mnist_spec() -> ModalitySpec:
-    return ModalitySpec("mnist", "image", (1, 28, 28), "laplace", network="mnist-mlp")
+    return ModalitySpec("mnist", "image", (1, 28, 28), IMAGE_LIKELIHOOD, network="mnist-mlp")
 
 
 def mnist_svhn_available() -> tuple[bool, str]:

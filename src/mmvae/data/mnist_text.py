@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .dataset import DatasetSplits, ModalitySpec
+from .dataset import IMAGE_LIKELIHOOD, DatasetSplits, ModalitySpec
 from .lazy import LazyDataset, OneHotRows
 from .mnist import mnist_availability, mnist_digits
 from .registry import register_dataset
@@ -41,7 +41,7 @@ def mnist_text(seed: int = 0, source: str = "auto", data_dir=None, download: boo
     text = captions(d.labels, caption_seed)
     vocab = Vocabulary.build([text[i] for i in d.train], min_count)
     ids = vocab.encode(text, max_len)
-    specs = {"image": ModalitySpec("image", "image", (1, 28, 28), "bernoulli"), "text": text_spec("text", vocab, max_len)}
+    specs = {"image": ModalitySpec("image", "image", (1, 28, 28), IMAGE_LIKELIHOOD), "text": text_spec("text", vocab, max_len)}
     images = torch.from_numpy(d.images.astype(np.float32) / 255.0)[:, None]
     full = LazyDataset(specs, {"image": images, "text": OneHotRows(ids, len(vocab))},
                        label=torch.from_numpy(d.labels), num_classes=10,

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError
-from .dataset import DatasetSplits, ModalitySpec, MultimodalDataset, sample_rows
+from .dataset import IMAGE_LIKELIHOOD, DatasetSplits, ModalitySpec, MultimodalDataset, sample_rows
 from .lazy import IndexedRows, LazyDataset
 from .registry import register_dataset
 from .sources.mnist_sample import load_mnist_sample, mnist_sample_available, seeded_split
@@ -48,7 +48,7 @@ def build_polymnist(images: np.ndarray, labels: np.ndarray, modalities: int, see
         raise UserError(f"polymnist: modalities={modalities} is out of range: use 1..{len(PHOTOGRAPHS)}")
     arrays = polymnist_arrays(images, labels, int(modalities), seed)
     tr, te = seeded_split(len(labels), test_fraction, split_seed)
-    specs = {k: ModalitySpec(k, "image", (3, 28, 28), "laplace") for k in arrays}
+    specs = {k: ModalitySpec(k, "image", (3, 28, 28), IMAGE_LIKELIHOOD) for k in arrays}
 
     def part(idx):
         return MultimodalDataset(specs, {k: torch.from_numpy(v[idx]) for k, v in arrays.items()},
@@ -63,7 +63,7 @@ def build_polymnist_split(train: tuple[np.ndarray, np.ndarray], test: tuple[np.n
     each split permuted within itself). Stored as uint8 like MoPoE's PNG release, scaled per batch."""
     if not 1 <= int(modalities) <= len(PHOTOGRAPHS):
         raise UserError(f"polymnist: modalities={modalities} is out of range: use 1..{len(PHOTOGRAPHS)}")
-    specs = {f"m{m}": ModalitySpec(f"m{m}", "image", (3, 28, 28), "laplace") for m in range(int(modalities))}
+    specs = {f"m{m}": ModalitySpec(f"m{m}", "image", (3, 28, 28), IMAGE_LIKELIHOOD) for m in range(int(modalities))}
 
     def part(images, labels, part_seed):
         arrays = polymnist_arrays(images, labels, int(modalities), part_seed)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .dataset import DatasetSplits, ModalitySpec, sample_rows
+from .dataset import IMAGE_LIKELIHOOD, DatasetSplits, ModalitySpec, sample_rows
 from .lazy import IndexedRows, LazyDataset
 from .registry import register_dataset
 from .sources.cache import availability
@@ -13,8 +13,8 @@ from .sources.readers import load_svhn
 
 
 def svhn_spec(name: str = "svhn") -> ModalitySpec:
-    """3x32x32 in [0, 1], Laplace likelihood (scale 0.75 by default), conv networks (MEME App. K)."""
-    return ModalitySpec(name, "image", (3, 32, 32), "laplace")
+    """3x32x32 in [0, 1] with the default image likelihood (the MMVAE/MEME papers' Laplace: the presets)."""
+    return ModalitySpec(name, "image", (3, 32, 32), IMAGE_LIKELIHOOD)
 
 
 @register_dataset("svhn", "SVHN digits alone (label kept for evaluation), 73k/26k; option n (rows per split)",

@@ -4,6 +4,9 @@
 * ``normal`` / ``laplace``: loc = sigmoid(output) for images in [0, 1] (identity for other data), scale
   fixed (default 0.75, the trade-off of the factorised-MMVAE study) or learned (one log-scale per
   modality, ``scale="learned"``).
+* ``continuous_bernoulli``: logits; the normalised density on [0, 1] of Loaiza-Ganem & Cunningham 2019
+  (torch.distributions.ContinuousBernoulli): the Bernoulli cross-entropy plus the log normaliser
+  log C(λ), so grey levels get a proper density; its mean (not sigmoid(logits)) is what decoders show.
 * ``categorical``: logits over the last axis against one-hot targets; all-zero rows (text padding) score 0.
 """
 from __future__ import annotations
@@ -13,9 +16,9 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.distributions import Laplace, Normal
+from torch.distributions import ContinuousBernoulli, Laplace, Normal
 
-LIKELIHOODS = ("bernoulli", "normal", "laplace", "categorical")
+LIKELIHOODS = ("bernoulli", "continuous_bernoulli", "normal", "laplace", "categorical")
 
 
 class Likelihood(nn.Module):
@@ -48,6 +51,17 @@ class BernoulliLikelihood(Likelihood):
 
     def mean(self, out):
         return torch.sigmoid(out)
+
+
+class ContinuousBernoulliLikelihood(Likelihood):
+    name = "continuous_bernoulli"
+
+    def log_prob(self, out, x):
+        out, x = torch.broadcast_tensors(out, x)
+        return self._sum(ContinuousBernoulli(logits=out, validate_args=False).log_prob(x))
+
+    def mean(self, out):
+        return ContinuousBernoulli(logits=out, validate_args=False).mean
 
 
 class LocScaleLikelihood(Likelihood):
@@ -106,6 +120,8 @@ def make_likelihood(kind: str, shape: tuple[int, ...], modality_kind: str, scale
     dims = len(shape)
     if kind == "bernoulli":
         return BernoulliLikelihood(dims)
+    if kind == "continuous_bernoulli":
+        return ContinuousBernoulliLikelihood(dims)
     if kind in ("normal", "laplace"):
         return LocScaleLikelihood(dims, kind, scale, squash=modality_kind == "image")
     if kind == "categorical":

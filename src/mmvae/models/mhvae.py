@@ -38,6 +38,15 @@ def gaussian(out, dim: int) -> tuple[Tensor, Tensor]:
     return loc, F.softplus(raw) + 1e-6
 
 
+def _swish(module: nn.Module) -> None:
+    """Replace every ReLU inside ``module`` by a SiLU (Swish), in place."""
+    for name, child in module.named_children():
+        if isinstance(child, nn.ReLU):
+            setattr(module, name, nn.SiLU())
+        else:
+            _swish(child)
+
+
 class MHVAE(MultimodalVAE):
     """See the module docstring. ``blocks``: a ``nets/hierarchical.ladder_blocks``-shaped ModuleDict."""
 
@@ -47,6 +56,12 @@ class MHVAE(MultimodalVAE):
         self.levels = int(levels)
         self.ladder = blocks if blocks is not None else \
             ladder_blocks(list(self.specs), self.levels, self.latent_dim, 2 * self.latent_dim, hidden)
+        # MHVAE keeps Swish MLPs, the networks it was written and validated with: with the library's ReLU
+        # default (issue 10) it stays at chance on the toy pairing of its learning test.
+        for part, given in ((self.encoders, kwargs.get("encoders")), (self.decoders, kwargs.get("decoders")),
+                            (self.ladder, blocks)):
+            if given is None:
+                _swish(part)
 
     def _bottom_up(self, batch: Batch, names: list[str]):
         """Features d_1 … d_{L−1} and the deepest expert (loc, scale) of each given modality; rows that miss a

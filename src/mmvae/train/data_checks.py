@@ -50,8 +50,8 @@ def check_dataset(data: MultimodalDataset, likelihoods: dict[str, str], part: st
             raise UserError(f"{part} data: modality '{m}' has values up to {max(abs(lo), abs(hi)):.4g} in magnitude; "
                             f"at most {MAX_ABS:.0e} is accepted (larger ones overflow float32 losses): standardise "
                             f"it (subtract the mean, divide by the standard deviation) or rescale it")
-        if lik in ("bernoulli", "categorical") and (lo < 0.0 or hi > 1.0):
-            fix = (f"rescale it to [0, 1] or use --set likelihood.{m}=normal" if lik == "bernoulli"
+        if lik in ("bernoulli", "continuous_bernoulli", "categorical") and (lo < 0.0 or hi > 1.0):
+            fix = (f"rescale it to [0, 1] or use --set likelihood.{m}=normal" if lik != "categorical"
                    else "store one-hot (or probability) rows")
             raise UserError(f"{part} data: modality '{m}' is scored with a {lik} likelihood, which needs values in "
                             f"[0, 1], but its observed values span [{lo:.4g}, {hi:.4g}]: {fix}")
