@@ -241,6 +241,16 @@ FINGERPRINT_FIELDS = ("model", "objective", "k", "kl", "beta", "warmup", "poster
                       "paired_fraction", "observed", "grad_clip", "val_fraction", "extra")
 
 
+def _portable(path):
+    """A dataset file under this checkout as a path relative to it (rows name no machine's folders)."""
+    if isinstance(path, str) and Path(path).is_absolute():
+        try:
+            return Path(path).resolve().relative_to(ROOT).as_posix()
+        except ValueError:
+            return Path(path).name
+    return path
+
+
 def ours_fingerprint(model: str, specs, sets: list[str]) -> str:
     """What the library would train: the resolved options that shape training, each modality's likelihood
     and the networks (printed), so changed defaults give new rows and unrelated new options do not."""
@@ -393,6 +403,7 @@ def worker(job: dict) -> dict:
         steps, epochs = state["progress"]["global_step"], state["progress"]["epoch"]
         model = run.model
         resolved = {k: v for k, v in run.config.to_dict().items() if k not in ("out", "data")}
+        resolved["dataset"] = _portable(resolved.get("dataset"))
     else:
         from reference.adapter import adapt
         from reference.common import train_for
