@@ -25,6 +25,25 @@ from multivae.models.nn.base_architectures import BaseDecoder, BaseEncoder, Base
 TOL = 1e-6
 
 
+def toy_inputs(batch: int) -> dict:
+    """The float64 batch every parity script uses: a (5-d Gaussian), b (one-hot of 3), c (4-d Gaussian), seed 1."""
+    g = torch.Generator().manual_seed(1)
+    return {"a": torch.randn(batch, 5, generator=g, dtype=torch.float64),
+            "b": F.one_hot(torch.randint(0, 3, (batch,), generator=g), 3).double(),
+            "c": torch.randn(batch, 4, generator=g, dtype=torch.float64)}
+
+
+def fixed_normal(eps):
+    """A stand-in for torch.distributions inside a MultiVae model module: Normal.rsample returns loc + scale·ε."""
+    import types
+
+    class Normal(torch.distributions.Normal):
+        def rsample(self, sample_shape=torch.Size()):
+            assert tuple(sample_shape) == ()
+            return self.loc + self.scale * eps
+    return types.SimpleNamespace(Normal=Normal)
+
+
 def gaussian_head(out, latent_dim: int):
     loc, raw = out if isinstance(out, (tuple, list)) else (out[..., :latent_dim], out[..., latent_dim:])
     return loc, 2 * torch.log(F.softplus(raw) + 1e-6)

@@ -10,9 +10,8 @@ and on a batch with missing modalities.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-from common import Decoder, Encoder, NoiseQueue, compare
+from common import Decoder, Encoder, NoiseQueue, compare, toy_inputs
 import multivae.models.crmvae.crmvae_model as crmvae_module
 from multivae.data.datasets.base import IncompleteDataset, MultimodalBaseDataset
 from multivae.models import CRMVAE, CRMVAEConfig
@@ -41,10 +40,7 @@ def models(beta: float):
 
 
 def main() -> int:
-    g = torch.Generator().manual_seed(1)
-    x = {"a": torch.randn(B, 5, generator=g, dtype=torch.float64),
-         "b": F.one_hot(torch.randint(0, 3, (B,), generator=g), 3).double(),
-         "c": torch.randn(B, 4, generator=g, dtype=torch.float64)}
+    x = toy_inputs(B)
     g = torch.Generator().manual_seed(2)
     eps = {"z": torch.randn(1, 1, B, D, generator=g, dtype=torch.float64),
            **{f"z/{m}": torch.randn(1, B, D, generator=g, dtype=torch.float64) for m in SPECS}}

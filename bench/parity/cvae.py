@@ -7,13 +7,11 @@ Expected: PASS for a Gaussian and a categorical target, with the prior network a
 """
 from __future__ import annotations
 
-import types
 
 import torch
-import torch.nn.functional as F
 from pythae.models.base.base_utils import ModelOutput
 
-from common import JointEncoder, compare
+from common import JointEncoder, compare, toy_inputs, fixed_normal
 import multivae.models.cvae.cvae_model as cvae_module
 from multivae.data.datasets.base import MultimodalBaseDataset
 from multivae.models.cvae import CVAE, CVAEConfig
@@ -40,18 +38,8 @@ class ConditionalDecoder(BaseConditionalDecoder):
         return ModelOutput(reconstruction=self.net(z, cond_mods))
 
 
-def fixed_normal(eps):
-    class Normal(torch.distributions.Normal):
-        def rsample(self, sample_shape=torch.Size()):
-            return self.loc + self.scale * eps
-    return types.SimpleNamespace(Normal=Normal)
-
-
 def main() -> int:
-    g = torch.Generator().manual_seed(1)
-    x = {"a": torch.randn(B, 5, generator=g, dtype=torch.float64),
-         "b": F.one_hot(torch.randint(0, 3, (B,), generator=g), 3).double(),
-         "c": torch.randn(B, 4, generator=g, dtype=torch.float64)}
+    x = toy_inputs(B)
     eps = torch.randn(1, B, D, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
     ok = True
     for target, dist_name, conditional in (("a", "normal", True), ("b", "categorical", True), ("a", "normal", False)):

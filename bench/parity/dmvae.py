@@ -14,9 +14,8 @@ KL by β: "differs as expected" with MultiVae's defaults, PASS with ``modalities
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-from common import Decoder, compare, gaussian_head
+from common import Decoder, compare, gaussian_head, toy_inputs
 import multivae.models.dmvae.dmvae_model as dmvae_module
 from pythae.models.base.base_utils import ModelOutput
 from multivae.data.datasets.base import IncompleteDataset, MultimodalBaseDataset
@@ -95,10 +94,7 @@ def explained_gap(model, batch: Batch, beta: float, gap: float) -> bool:
 
 
 def main() -> int:
-    g = torch.Generator().manual_seed(1)
-    x = {"a": torch.randn(B, 5, generator=g, dtype=torch.float64),
-         "b": F.one_hot(torch.randint(0, 3, (B,), generator=g), 3).double(),
-         "c": torch.randn(B, 4, generator=g, dtype=torch.float64)}
+    x = toy_inputs(B)
     eps = torch.randn(1, len(NAMES) + 1, B, D, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
     ok = True
     for missing in (False, True):

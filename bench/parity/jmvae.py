@@ -10,12 +10,10 @@ together with the prior KL; the library anneals the prior KL only, as the offici
 """
 from __future__ import annotations
 
-import types
 
 import torch
-import torch.nn.functional as F
 
-from common import Decoder, Encoder, JointEncoder, compare
+from common import Decoder, Encoder, JointEncoder, compare, toy_inputs, fixed_normal
 import multivae.models.jmvae.jmvae_model as jmvae_module
 from multivae.data.datasets.base import MultimodalBaseDataset
 from multivae.models import JMVAE, JMVAEConfig
@@ -30,15 +28,6 @@ SPECS = {"a": ModalitySpec("a", "vector", (5,), "normal"),
          "b": ModalitySpec("b", "categorical", (3,), "categorical", num_classes=3),
          "c": ModalitySpec("c", "vector", (4,), "laplace")}
 D, B, WARMUP = 4, 8, 10
-
-
-def fixed_normal(eps):
-    """A stand-in for torch.distributions inside MultiVae's jmvae module: Normal.rsample returns loc + scale·ε."""
-    class Normal(torch.distributions.Normal):
-        def rsample(self, sample_shape=torch.Size()):
-            assert tuple(sample_shape) == ()
-            return self.loc + self.scale * eps
-    return types.SimpleNamespace(Normal=Normal)
 
 
 def models(alpha: float):
@@ -56,10 +45,7 @@ def models(alpha: float):
 
 
 def main() -> int:
-    g = torch.Generator().manual_seed(1)
-    x = {"a": torch.randn(B, 5, generator=g, dtype=torch.float64),
-         "b": F.one_hot(torch.randint(0, 3, (B,), generator=g), 3).double(),
-         "c": torch.randn(B, 4, generator=g, dtype=torch.float64)}
+    x = toy_inputs(B)
     ok = True
     for alpha in (0.1, 1.0):
         for epoch in (WARMUP, 3):

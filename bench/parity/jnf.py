@@ -16,12 +16,10 @@ Checks, each expected to PASS:
 """
 from __future__ import annotations
 
-import types
 
 import torch
-import torch.nn.functional as F
 
-from common import Decoder, Encoder, JointEncoder, compare
+from common import Decoder, Encoder, JointEncoder, compare, toy_inputs, fixed_normal
 import multivae.models.jnf.jnf_model as jnf_module
 from multivae.data.datasets.base import MultimodalBaseDataset
 from multivae.models import JNF, JNFConfig
@@ -38,15 +36,6 @@ SPECS = {"a": ModalitySpec("a", "vector", (5,), "normal"),
          "c": ModalitySpec("c", "vector", (4,), "laplace")}
 D, B, WARMUP = 4, 8, 10
 LAMBDA = {"a": 1.0, "b": 5 / 3, "c": 5 / 4}                 # the library's weights=rescale
-
-
-def fixed_normal(eps):
-    """torch.distributions inside MultiVae's jnf module, with Normal.rsample returning loc + scale·ε."""
-    class Normal(torch.distributions.Normal):
-        def rsample(self, sample_shape=torch.Size()):
-            assert tuple(sample_shape) == ()
-            return self.loc + self.scale * eps
-    return types.SimpleNamespace(Normal=Normal)
 
 
 def models(beta: float):
@@ -77,10 +66,7 @@ def models(beta: float):
 
 
 def main() -> int:
-    g = torch.Generator().manual_seed(1)
-    x = {"a": torch.randn(B, 5, generator=g, dtype=torch.float64),
-         "b": F.one_hot(torch.randint(0, 3, (B,), generator=g), 3).double(),
-         "c": torch.randn(B, 4, generator=g, dtype=torch.float64)}
+    x = toy_inputs(B)
     eps = torch.randn(1, B, D, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
     ok = True
     for beta in (1.0, 2.5):

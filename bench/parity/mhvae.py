@@ -10,9 +10,8 @@ library loss × B against MultiVae's loss (gradients scaled alike). Cases: three
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-from common import Decoder, Encoder, NoiseQueue, compare
+from common import Decoder, Encoder, NoiseQueue, compare, toy_inputs
 import multivae.models.mhvae.mhvae_model as mhvae_module
 from multivae.data.datasets.base import IncompleteDataset, MultimodalBaseDataset
 from multivae.models import MHVAE, MHVAEConfig
@@ -64,10 +63,7 @@ def models(levels: int, beta: float):
 
 
 def main() -> int:
-    g = torch.Generator().manual_seed(1)
-    x = {"a": torch.randn(B, 5, generator=g, dtype=torch.float64),
-         "b": F.one_hot(torch.randint(0, 3, (B,), generator=g), 3).double(),
-         "c": torch.randn(B, 4, generator=g, dtype=torch.float64)}
+    x = toy_inputs(B)
     subsets = nonempty_subsets(list(SPECS))
     ok = True
     for levels, beta, missing in ((3, 1.0, False), (3, 0.5, True), (2, 1.0, True)):

@@ -22,10 +22,9 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from torch.distributions import Laplace
 
-from common import Decoder, report, value_gap
+from common import Decoder, report, value_gap, toy_inputs
 from pythae.models.base.base_utils import ModelOutput
 from multivae.data.datasets.base import IncompleteDataset, MultimodalBaseDataset
 from multivae.models import MMVAEPlus, MMVAEPlusConfig
@@ -157,10 +156,7 @@ def grad_gap(ours_loss, theirs_loss, pairs) -> tuple[float, str]:
 def run(variant: Variant, objective: str, loss: str, beta: float, missing: bool, exact: bool,
         expect_equal: bool | None = True) -> bool:
     """One comparison; ``expect_equal=None`` prints the gaps without a verdict."""
-    g = torch.Generator().manual_seed(1)
-    x = {"a": torch.randn(B, 5, generator=g, dtype=torch.float64),
-         "b": F.one_hot(torch.randint(0, 3, (B,), generator=g), 3).double(),
-         "c": torch.randn(B, 4, generator=g, dtype=torch.float64)}
+    x = toy_inputs(B)
     mask = {m: torch.ones(B, dtype=torch.bool) for m in NAMES}
     if missing:
         mask["b"][[0, 1]] = False

@@ -8,9 +8,8 @@ modalities; MultiVae and the official code define the same objective (docs/model
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-from common import Decoder, Encoder, NoiseQueue, compare
+from common import Decoder, Encoder, NoiseQueue, compare, toy_inputs
 import multivae.models.mvtcae.mvtcae_model as mvtcae_module
 from multivae.data.datasets.base import IncompleteDataset, MultimodalBaseDataset
 from multivae.models import MVTCAE, MVTCAEConfig
@@ -41,10 +40,7 @@ def models(alpha: float, beta: float):
 
 
 def data(missing: bool):
-    g = torch.Generator().manual_seed(1)
-    x = {"a": torch.randn(B, 5, generator=g, dtype=torch.float64),
-         "b": F.one_hot(torch.randint(0, 3, (B,), generator=g), 3).double(),
-         "c": torch.randn(B, 4, generator=g, dtype=torch.float64)}
+    x = toy_inputs(B)
     mask = {m: torch.ones(B, dtype=torch.bool) for m in SPECS}
     if missing:
         mask["b"][[0, 1]] = False

@@ -12,9 +12,8 @@ in tests/test_model_nexus.py against the official ``mean_drop``. Every case is e
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-from common import Decoder, Encoder, NoiseQueue, compare
+from common import Decoder, Encoder, NoiseQueue, compare, toy_inputs
 import multivae.models.nexus.nexus_model as nexus_module
 from multivae.data.datasets.base import IncompleteDataset, MultimodalBaseDataset
 from multivae.models import Nexus, NexusConfig
@@ -66,10 +65,7 @@ def models():
 
 
 def main() -> int:
-    g = torch.Generator().manual_seed(1)
-    x = {"a": torch.randn(B, 5, generator=g, dtype=torch.float64),
-         "b": F.one_hot(torch.randint(0, 3, (B,), generator=g), 3).double(),
-         "c": torch.randn(B, 4, generator=g, dtype=torch.float64)}
+    x = toy_inputs(B)
     ok = True
     for missing in (False, True):
         mask = {m: torch.ones(B, dtype=torch.bool) for m in SPECS}

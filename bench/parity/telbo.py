@@ -17,9 +17,8 @@ all ELBOs summed, the unimodal ELBOs with the decoders held fixed. So:
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-from common import Decoder, Encoder, JointEncoder, NoiseQueue, gaussian_head, grad_gap, report
+from common import Decoder, Encoder, JointEncoder, NoiseQueue, gaussian_head, grad_gap, report, toy_inputs
 import multivae.models.telbo.telbo_model as telbo_module
 from multivae.data.datasets.base import MultimodalBaseDataset
 from multivae.models import TELBO, TELBOConfig
@@ -49,10 +48,7 @@ def models():
 
 
 def main() -> int:
-    g = torch.Generator().manual_seed(1)
-    x = {"a": torch.randn(B, 5, generator=g, dtype=torch.float64),
-         "b": F.one_hot(torch.randint(0, 3, (B,), generator=g), 3).double(),
-         "c": torch.randn(B, 4, generator=g, dtype=torch.float64)}
+    x = toy_inputs(B)
     g = torch.Generator().manual_seed(2)
     eps = {"z": torch.randn(1, B, D, generator=g, dtype=torch.float64),
            **{f"z/{m}": torch.randn(1, B, D, generator=g, dtype=torch.float64) for m in SPECS}}
