@@ -61,3 +61,12 @@ def test_mvtcae():
     assert model.objective.alpha == module.ALPHA
     eps = randn(torch.Generator().manual_seed(2), B, D)
     check(model, module, toy_data(B), FixedNoise({"z": eps[None, None]}, seed=None), {"z": eps}, "ALPHA", 0.5)
+
+
+def test_jmvae():
+    module = hand("jmvae")
+    model = make_model(model="jmvae", extra={"alpha": 0.1})                   # bench/parity/jmvae.py
+    assert model.objective.alpha == module.ALPHA
+    eps = randn(torch.Generator().manual_seed(2), B, D)
+    check(model, module, toy_data(B), FixedNoise({"z": eps[None]}, seed=None), {"z": eps}, "ALPHA", 0.5)
+
