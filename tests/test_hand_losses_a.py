@@ -70,3 +70,14 @@ def test_jmvae():
     eps = randn(torch.Generator().manual_seed(2), B, D)
     check(model, module, toy_data(B), FixedNoise({"z": eps[None]}, seed=None), {"z": eps}, "ALPHA", 0.5)
 
+
+def test_mmjsd():
+    module = hand("mmjsd")
+    model = make_model(model="mmjsd")                         # bench/speed_models.py: Config(model="mmjsd")
+    assert model.weights == {"a": 1.0, "b": 5 / 3, "c": 5 / 4}                 # rescale, as the hand loss
+    g = torch.Generator().manual_seed(2)
+    eps, pick = randn(g, B, D), torch.randint(3, (B,), generator=g)
+    assert set(pick.tolist()) == {0, 1, 2}                                     # every expert decodes a row
+    check(model, module, toy_data(B), FixedNoise({"z": eps[None]}, {"z": pick[None]}, seed=None),
+          {"z": eps, "pick": pick}, "BETA", 2.0)
+
