@@ -81,3 +81,12 @@ def test_mmjsd():
     check(model, module, toy_data(B), FixedNoise({"z": eps[None]}, {"z": pick[None]}, seed=None),
           {"z": eps, "pick": pick}, "BETA", 2.0)
 
+
+def test_crmvae():
+    module = hand("crmvae")
+    model = make_model(model="crmvae", beta=1.0)                              # bench/parity/crmvae.py
+    g = torch.Generator().manual_seed(2)
+    eps = {"z": randn(g, B, D), **{f"z/{m}": randn(g, B, D) for m in TOY_SPECS}}
+    lib = FixedNoise({"z": eps["z"][None, None], **{n: e[None] for n, e in eps.items() if n != "z"}}, seed=None)
+    check(model, module, toy_data(B), lib, eps, "BETA", 2.0)
+
