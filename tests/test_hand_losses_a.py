@@ -90,3 +90,11 @@ def test_crmvae():
     lib = FixedNoise({"z": eps["z"][None, None], **{n: e[None] for n, e in eps.items() if n != "z"}}, seed=None)
     check(model, module, toy_data(B), lib, eps, "BETA", 2.0)
 
+
+def test_cvae():
+    module = hand("cvae")
+    model = make_model(model="cvae", extra={"target": "a", "conditional_prior": True})   # speed_models' cvae
+    assert model.target == module.TARGET and model.prior_net is not None
+    eps = randn(torch.Generator().manual_seed(2), B, D)
+    check(model, module, toy_data(B), FixedNoise({"z": eps[None]}, seed=None), {"z": eps}, "BETA", 2.0)
+
