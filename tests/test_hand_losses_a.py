@@ -98,3 +98,11 @@ def test_cvae():
     eps = randn(torch.Generator().manual_seed(2), B, D)
     check(model, module, toy_data(B), FixedNoise({"z": eps[None]}, seed=None), {"z": eps}, "BETA", 2.0)
 
+
+def test_telbo():
+    module = hand("telbo")
+    model = make_model(model="telbo")                                         # bench/parity/telbo.py
+    g = torch.Generator().manual_seed(2)
+    eps = {"z": randn(g, B, D), **{f"z/{m}": randn(g, B, D) for m in TOY_SPECS}}
+    check(model, module, toy_data(B), FixedNoise({n: e[None] for n, e in eps.items()}, seed=None), eps,
+          "BETA", 2.0)
