@@ -24,9 +24,12 @@ D, B = 4, 8
 
 
 def hand(name: str):
-    if str(BENCH) not in sys.path:
-        sys.path.insert(0, str(BENCH))
-    return importlib.import_module(f"hand.{name}")
+    """bench/hand/<name>.py (bench/ on the path only while it is imported)."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        return importlib.import_module(f"hand.{name}")
+    finally:
+        sys.path.remove(str(BENCH))
 
 
 def make_model(**cfg):

@@ -2,7 +2,8 @@
 computes it; no official code is public): q(z | X) the product of the unimodal Gaussian experts without a
 prior expert (precision 1/(σ² + 1e-8)), one sample of q(z | X) and one of each q(z | x_m), per row (maximised)
 
-    1/(2(M+1)) Σ_m [log p(x_m | z) + log p(x_m | z_m)] − β/(M+1) [KL(q(z|X) ‖ N(0, I)) + Σ_m KL(q(z|X) ‖ q(z|x_m))]
+    1/(2(M+1)) Σ_m [log p(x_m | z) + log p(x_m | z_m)]
+        − β/(M+1) [KL(q(z|X) ‖ N(0, I)) + Σ_m KL(q(z|X) ‖ q(z|x_m))]
 
 β = 1 (bench/speed_models.py). Each decoder runs once on the joint and its own unimodal sample stacked.
 Noise: ``z`` (B, D) and ``z/<m>`` (B, D).
