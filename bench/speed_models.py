@@ -17,8 +17,8 @@ paired per-round ratios): ``mmvae`` (``model.loss`` + torch.optim.Adam, as Multi
 ``trainer-step`` (``Trainer._step`` alone: the Trainer's per-step work) and ``hand``: the loss a researcher
 would write for that one model alone (bench/hand/<model>.py: the same networks called directly, plain torch
 arithmetic, no library objective, fusion or distribution code; tests/test_hand_losses_*.py prove each equals
-the library's objective in float64), trained from a copy of the same weights with torch.optim.Adam. Models
-without a bench/hand file get no hand column. ``meme`` and ``mmjsd`` have no MultiVae counterpart.
+the library's objective in float64), trained from a copy of the same weights with torch.optim.Adam. A model
+without a bench/hand file has blank hand cells. ``meme`` and ``mmjsd`` have no MultiVae counterpart.
 
 Run (the Python of a MultiVae 1.0.3 install, from the repository root)::
 
