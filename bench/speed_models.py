@@ -13,7 +13,7 @@ training-sized setting before ``models()`` is called, and both models are cast b
 
 Contenders, interleaved in rounds as bench/speed.py (CPU time, one thread, rotating order, medians of
 paired per-round ratios): ``mmvae`` (``model.loss`` + torch.optim.Adam, as MultiVae's bare loop),
-``multivae`` (``model(batch).loss`` + the same Adam), ``mmvae-fused`` (the optimizer the Trainer uses) and
+``multivae`` (``model(batch).loss`` + the same Adam), ``mmvae-fused`` (the optimizer the Trainer uses),
 ``trainer-step`` (``Trainer._step`` alone: the Trainer's per-step work) and ``hand``: the loss a researcher
 would write for that one model alone (bench/hand/<model>.py: the same networks called directly, plain torch
 arithmetic, no library objective, fusion or distribution code; tests/test_hand_losses_*.py prove each equals
