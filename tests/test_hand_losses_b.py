@@ -97,3 +97,19 @@ def test_mmvaeplus_hand_loss_is_the_library_objective(monkeypatch):
     assert_grads_differ(iwae, plain, h.loss(iwae, x, {"z": eps}))
     monkeypatch.setattr(h, "SCALE", 0.7)
     assert not torch.allclose(h.loss(model, x, {"z": eps}), lib)
+
+
+# ------------------------------------------------------------------------------------------- DMVAE
+def test_dmvae_hand_loss_is_the_library_objective(monkeypatch):
+    h, x = hand("dmvae"), toy_inputs(8)
+    torch.manual_seed(0)
+    specs = {"a": vec("a", 5, "normal"), "b": LABEL, "c": vec("c", 4, "laplace")}
+    model = build_model(specs, Config(model="dmvae", latent_dim=4, hidden=16, beta=1.0, weights="rescale",
+                                      extra={"private_dim": 2})).double()
+    eps = torch.randn(1, 4, 8, 4 + 3 * 2, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    lib = model.loss(Batch(dict(x)), 1.0, noise=FixedNoise({"z": eps}, seed=None))[0]
+    assert assert_same(model, lib, h.loss(model, x, {"z": eps})) >= 20
+    # can fail: another noise draw, a wrong likelihood scale
+    assert not torch.allclose(h.loss(model, x, {"z": eps.flip(1)}), lib)
+    monkeypatch.setattr(h, "SCALE", 0.7)
+    assert not torch.allclose(h.loss(model, x, {"z": eps}), lib)
