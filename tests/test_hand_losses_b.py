@@ -113,3 +113,20 @@ def test_dmvae_hand_loss_is_the_library_objective(monkeypatch):
     assert not torch.allclose(h.loss(model, x, {"z": eps.flip(1)}), lib)
     monkeypatch.setattr(h, "SCALE", 0.7)
     assert not torch.allclose(h.loss(model, x, {"z": eps}), lib)
+
+
+# ------------------------------------------------------------------------------------------- MHVAE
+def test_mhvae_hand_loss_is_the_library_objective(monkeypatch):
+    h, x = hand("mhvae"), toy_inputs(6)
+    torch.manual_seed(0)
+    specs = {"a": vec("a", 5, "normal"), "b": LABEL, "c": vec("c", 4, "laplace")}
+    model = build_model(specs, Config(model="mhvae", latent_dim=4, hidden=16, weights="rescale", beta=1.0,
+                                      extra={"levels": 3})).double()
+    g = torch.Generator().manual_seed(2)
+    eps = {f"z{lv}": torch.randn(7, 6, 4, generator=g, dtype=torch.float64) for lv in (1, 2, 3)}
+    lib = model.loss(Batch(dict(x)), 1.0, noise=FixedNoise(eps, seed=None))[0]
+    assert assert_same(model, lib, h.loss(model, x, eps)) >= 30
+    # can fail: the levels' noise swapped, a wrong likelihood scale
+    assert not torch.allclose(h.loss(model, x, {"z1": eps["z2"], "z2": eps["z1"], "z3": eps["z3"]}), lib)
+    monkeypatch.setattr(h, "SCALE", 0.7)
+    assert not torch.allclose(h.loss(model, x, eps), lib)
