@@ -130,3 +130,33 @@ def test_mhvae_hand_loss_is_the_library_objective(monkeypatch):
     assert not torch.allclose(h.loss(model, x, {"z1": eps["z2"], "z2": eps["z1"], "z3": eps["z3"]}), lib)
     monkeypatch.setattr(h, "SCALE", 0.7)
     assert not torch.allclose(h.loss(model, x, eps), lib)
+
+
+# ------------------------------------------------------------------------------------------- CMVAE
+def cmvae_model(objective="dreg-authors"):
+    torch.manual_seed(0)
+    specs = {"a": vec("a", 5, "laplace"), "b": LABEL, "c": vec("c", 4, "normal")}
+    cfg = Config(model="cmvae", latent_dim=4, hidden=16, objective=objective, k=3, beta=1.0, weights="rescale",
+                 extra={"private_dim": 3, "clusters": 5})
+    model = build_model(specs, cfg).double()
+    with torch.no_grad():                      # cluster weights and r_n away from their start (as the parity script)
+        model.clusters.logits.copy_(torch.linspace(-0.5, 0.5, 5))
+        for i, m in enumerate(specs):
+            model.aux[m].scale_logits.copy_(torch.linspace(0.3, -0.3, 3) * (i + 1))
+    return model
+
+
+def test_cmvae_hand_loss_is_the_library_objective(monkeypatch):
+    h, model, x = hand("cmvae"), cmvae_model(), toy_inputs(8)
+    eps = standard_noise(torch.distributions.Laplace, (3, 3, 8, 4 + 3 * 3), torch.Generator().manual_seed(2),
+                         torch.float64)
+    lib = model.loss(Batch(dict(x)), 1.0, noise=FixedNoise({"z": eps}, seed=None))[0]
+    assert assert_same(model, lib, h.loss(model, x, {"z": eps})) >= 20
+    # can fail: the plain IWAE gradient (same value) is not the authors' DReG; one cluster weight changed
+    iwae = cmvae_model("iwae")
+    iwae.load_state_dict(model.state_dict())
+    plain = iwae.loss(Batch(dict(x)), 1.0, noise=FixedNoise({"z": eps}, seed=None))[0]
+    assert_grads_differ(iwae, plain, h.loss(iwae, x, {"z": eps}))
+    with torch.no_grad():
+        model.clusters.logits[0] += 0.5
+    assert not torch.allclose(h.loss(model, x, {"z": eps}), lib)

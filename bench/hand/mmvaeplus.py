@@ -32,7 +32,14 @@ def laplace_lp(z, loc, scale):
     return (-(z - loc).abs() / scale - torch.log(2 * scale)).sum(-1)
 
 
-def loss(model, x, noise=None):
+def learned_prior(model, z, w):
+    """log p(z, w_m): Laplace(0, softmax(ρ)·dim) over [z, w_m] (the authors' learned ``pu``)."""
+    pu = F.softmax(model.latent_prior.scale_logits, -1) * (z.shape[-1] + w.shape[-1])
+    return laplace_lp(torch.cat([z, w], -1), 0.0, pu)
+
+
+def loss(model, x, noise=None, log_prior=learned_prior):
+    """``log_prior(model, z, w)``: log p(z, w_m) of the samples (CMVAE replaces it)."""
     names, k = list(model.specs), model.objective.estimator.k
     s, p, m = model.latent_dim, model.private_dim, len(names)
     enc = [model.encoders[n](x[n]) for n in names]
@@ -54,8 +61,7 @@ def loss(model, x, noise=None):
         wn = torch.cat([wn[:, :i], w_[:, i:i + 1], wn[:, i + 1:]], 1)           # stratum n: its own w_n
         out = model.decoders[n](torch.cat([z_, wn], -1).flatten(0, 2)).view(k, m, -1, *x[n].shape[1:])
         rec = rec + model.weights[n] * log_lik(model.specs[n].likelihood, out, x[n])
-    pu = F.softmax(model.latent_prior.scale_logits, -1) * (s + p)
-    log_p = laplace_lp(torch.cat([z_, w_], -1), 0.0, pu)
+    log_p = log_prior(model, z_, w_)
     log_qz = torch.logsumexp(laplace_lp(z_.unsqueeze(2), loc.detach(), scale.detach()), 2) - math.log(m)
     lw = rec + log_p - log_qz - laplace_lp(w_, ploc.detach(), pscale.detach())  # (K, M, B)
     wt = torch.softmax(lw.detach(), 0)
