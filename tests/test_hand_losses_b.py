@@ -160,3 +160,27 @@ def test_cmvae_hand_loss_is_the_library_objective(monkeypatch):
     with torch.no_grad():
         model.clusters.logits[0] += 0.5
     assert not torch.allclose(h.loss(model, x, {"z": eps}), lib)
+
+
+# ------------------------------------------------------------------------------------------- Nexus
+@pytest.mark.parametrize("dropout", [0.0, 0.5], ids=["no-dropout", "dropout"])
+def test_nexus_hand_loss_is_the_library_objective(dropout, monkeypatch):
+    """bench/parity/nexus.py's model (dropout 0, β 1.5, bottom β 0.7, γ 2) after the warm-up, and with forced
+    perceptual dropout (the same subset pick handed to both)."""
+    h, x = hand("nexus"), toy_inputs(8)
+    torch.manual_seed(0)
+    specs = {"a": vec("a", 5, "normal"), "b": LABEL, "c": vec("c", 4, "laplace")}
+    model = build_model(specs, Config(model="nexus", latent_dim=4, hidden=16, weights="rescale", beta=1.5,
+                                      extra={"modality_dim": 3, "message_dim": 6, "dropout": dropout,
+                                             "bottom_beta": 0.7, "gamma": 2.0})).double()
+    g = torch.Generator().manual_seed(2)
+    eps = {f"z/{m}": torch.randn(8, 3, generator=g, dtype=torch.float64) for m in specs}
+    eps["nexus"] = torch.randn(8, 4, generator=g, dtype=torch.float64)
+    picks = {"dropout": torch.tensor([[6, 0, 3, 6, 5, 1, 2, 4]])}
+    lib = model.loss(Batch(dict(x)), 1.5, noise=FixedNoise(eps, picks, seed=None))[0]
+    assert assert_same(model, lib, h.loss(model, x, {**eps, **picks})) >= 20
+    # can fail: another pick (with dropout), a wrong likelihood scale
+    if dropout:
+        assert not torch.allclose(h.loss(model, x, {**eps, "dropout": picks["dropout"].flip(1)}), lib)
+    monkeypatch.setattr(h, "SCALE", 0.7)
+    assert not torch.allclose(h.loss(model, x, {**eps, **picks}), lib)
