@@ -184,3 +184,24 @@ def test_nexus_hand_loss_is_the_library_objective(dropout, monkeypatch):
         assert not torch.allclose(h.loss(model, x, {**eps, "dropout": picks["dropout"].flip(1)}), lib)
     monkeypatch.setattr(h, "SCALE", 0.7)
     assert not torch.allclose(h.loss(model, x, {**eps, **picks}), lib)
+
+
+# ------------------------------------------------------------------------------------------- JNF
+@pytest.mark.parametrize("k", [1, 3])
+def test_jnf_stage0_hand_loss_is_the_library_objective(k, monkeypatch):
+    """bench/parity/jnf.py's model (β 1, joint epochs 10; the library's default MAF flows) in stage 0."""
+    h, x = hand("jnf"), toy_inputs(8)
+    torch.manual_seed(0)
+    specs = {"a": vec("a", 5, "normal"), "b": LABEL, "c": vec("c", 4, "laplace")}
+    model = build_model(specs, Config(model="jnf", latent_dim=4, hidden=32, beta=1.0, weights="rescale", k=k,
+                                      extra={"joint_epochs": 10})).double()
+    assert model.stage == 0
+    eps = torch.randn(k, 8, 4, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    lib = model.loss(Batch(dict(x)), 1.0, noise=FixedNoise({"z": eps}, seed=None))[0]
+    assert assert_same(model, lib, h.loss(model, x, {"z": eps})) >= 10
+    # can fail: another KL weight, a wrong likelihood scale
+    model.beta = 2.0
+    assert not torch.allclose(h.loss(model, x, {"z": eps}), lib)
+    model.beta = 1.0
+    monkeypatch.setattr(h, "SCALE", 0.7)
+    assert not torch.allclose(h.loss(model, x, {"z": eps}), lib)
