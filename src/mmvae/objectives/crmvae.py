@@ -33,10 +33,13 @@ class CRMVAEObjective:
         experts = model.encode_experts(batch)
         require_normal(experts, "CRMVAE's product of experts")
         post = model.fusion(experts, batch.mask)
-        rec_joint = model.reconstruction(post.rsample_stratified(self.k, noise), batch)[0].mean(0)     # (B,)
         names = list(experts)
-        z_uni = torch.stack([noise.rsample(experts[m], (self.k,), f"z/{m}") for m in names])          # (M, K, B, D)
-        rec_uni = model.reconstruction(z_uni, batch, [(m,) for m in names]).mean(1).sum(0)            # own modality
+        z_joint = post.rsample_stratified(self.k, noise)                                              # (1, K, B, D)
+        z_uni = [noise.rsample(experts[m], (self.k,), f"z/{m}") for m in names]                       # M x (K, B, D)
+        # One decoder call per modality on its joint and its own unimodal samples together (strata 0 and 1 + m)
+        rec = model.reconstruction(torch.cat([z_joint, torch.stack(z_uni)]), batch,
+                                   [tuple(names)] + [(m,) for m in names])                            # (1 + M, K, B)
+        rec_joint, rec_uni = rec[0].mean(0), rec[1:].mean(1).sum(0)                                   # (B,) each
         q = single_component(post)
         kl = kl_to_prior(q, model.prior) + expert_kls(q, experts, batch.mask)
         m = len(model.specs)
