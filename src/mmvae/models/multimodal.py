@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
-from ..data.batch import Batch, all_observed
+from ..data.batch import Batch
 from ..data.dataset import ModalitySpec
 from ..distributions.likelihoods import make_likelihood
 from ..distributions.posteriors import make_posterior
@@ -132,7 +132,7 @@ class MultimodalVAE(nn.Module):
             loc, raw = _split(self.encoders[m](_zero_missing(x, mask)), self.latent_dim)
             keep = mask.unsqueeze(-1)
             return torch.where(keep, loc, torch.zeros_like(loc)), torch.where(keep, raw, torch.zeros_like(raw))
-        if all_observed(mask):
+        if bool(mask.all()):
             return _split(self.encoders[m](x), self.latent_dim)
         idx = torch.nonzero(mask).squeeze(1)
         loc = x.new_zeros(x.shape[0], self.latent_dim)
@@ -178,8 +178,7 @@ class MultimodalVAE(nn.Module):
         Each decoder is called once, on the strata that score its modality (``members``); with
         vectorised experts, identically shaped decoders reading the same strata run as one call."""
         # float32 at least: under bf16 autocast z is bf16 while the log-likelihoods come out in float32
-        dtype = torch.promote_types(z.dtype, torch.float32)
-        total = None                                            # the first term starts the sum (no zeros + lp)
+        total = z.new_zeros(z.shape[:-1], dtype=torch.promote_types(z.dtype, torch.float32))
         inputs: dict[str, tuple[Tensor, list[int] | None]] = {}
         for m in batch.data:
             strata = None if members is None else [g for g, s in enumerate(members) if m in s]
@@ -191,7 +190,7 @@ class MultimodalVAE(nn.Module):
         for m, (zm, strata) in inputs.items():
             x, mask = batch.data[m], batch.mask[m]
             out = outs[m] if m in outs else self.decode_params(m, zm)
-            complete = all_observed(mask)
+            complete = not _compiling() and bool(mask.all())
             xm = x if complete else _zero_missing(x, mask)
             lp = self.likelihoods[m].log_prob(out, xm)                      # (G', K, B)
             if not complete:
@@ -199,11 +198,10 @@ class MultimodalVAE(nn.Module):
             if weighted and self.weights[m] != 1.0:
                 lp = self.weights[m] * lp
             if strata is None:
-                total = lp.to(dtype) if total is None else total + lp
+                total = total + lp
             else:
-                total = z.new_zeros(z.shape[:-1], dtype=dtype) if total is None else total
-                total = total.index_add(0, torch.tensor(strata, device=z.device), lp.to(dtype))
-        return z.new_zeros(z.shape[:-1], dtype=dtype) if total is None else total
+                total = total.index_add(0, torch.tensor(strata, device=z.device), lp.to(total.dtype))
+        return total
 
     def _decode_groups(self, inputs: dict[str, tuple[Tensor, list[int] | None]]) -> dict[str, Tensor]:
         """Decoder outputs of the vectorised groups: decoders of one architecture whose inputs have one

@@ -120,8 +120,7 @@ class Estimator:
             post = model.posterior(batch)
         strata = strata or Strata(stratified=model.stratified)
         many = strata.stratified or strata.independent
-        # (G, B) weights of the strata; None for one unweighted stratum (no multiplication by ones)
-        weight = (post.weight if strata.weight is None else strata.weight) if many else None
+        weight = (post.weight if strata.weight is None else strata.weight) if many else torch.ones_like(post.weight[:1])
         draw = self.draw(post, strata, noise or GLOBAL_NOISE)
         if self.kl == "analytic":
             rec = model.reconstruction(draw.z, batch, strata.members)            # (G, K, B)
@@ -131,19 +130,14 @@ class Estimator:
         else:
             objective, (rec, log_p, log_q, lw) = self.objective(model, batch, beta, post, strata, draw)
             value = None
-        loss = -_weighted_sum(weight, objective).mean()
+        loss = -(weight * objective).sum(0).mean()
         with torch.no_grad():  # logs only: no graph is recorded for them
             if value is None:
                 value, divergence = self.reduce(lw), (log_q - log_p).mean(1)
-            logs: dict[str, Tensor] = {"rec": _weighted_sum(weight, rec.mean(1)).mean(),
-                                       "kl": _weighted_sum(weight, divergence).mean(),
-                                       "bound": _weighted_sum(weight, value).mean()}
+            logs: dict[str, Tensor] = {"rec": (weight * rec.mean(1)).sum(0).mean(),
+                                       "kl": (weight * divergence).sum(0).mean(),
+                                       "bound": (weight * value).sum(0).mean()}
         return loss, logs
-
-
-def _weighted_sum(weight: Tensor | None, per_stratum: Tensor) -> Tensor:
-    """Σ_g weight[g] · per_stratum[g], (B,); ``weight`` None: one stratum of weight 1."""
-    return per_stratum.sum(0) if weight is None else (weight * per_stratum).sum(0)
 
 
 @register_estimator("elbo")
