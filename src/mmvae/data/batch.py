@@ -7,12 +7,6 @@ import torch
 from torch import Tensor
 
 
-def all_observed(mask: Tensor) -> bool:
-    """True when every row of ``mask`` is observed: the cue for the fast paths that skip masking. Always
-    False under torch.compile, where a branch on the data would break the graph (masks apply arithmetically)."""
-    return not torch.compiler.is_compiling() and bool(mask.all())
-
-
 @dataclass
 class Batch:
     """A minibatch of multimodal data.

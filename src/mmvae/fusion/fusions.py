@@ -15,7 +15,6 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution, Normal
 
-from ..data.batch import all_observed
 from .mixture import DiagonalMixture
 from .poe import poe_params, require_normal
 
@@ -43,7 +42,7 @@ def _stack(experts: dict[str, Distribution], masks: dict[str, Tensor]):
 def product_of_experts(experts, masks, prior_expert: bool = True) -> DiagonalMixture:
     require_normal(experts, "the product of experts")
     _, locs, scales, obs = _stack(experts, masks)
-    loc, scale = poe_params(locs, scales, None if all_observed(obs) else obs, prior_expert)
+    loc, scale = poe_params(locs, scales, obs, prior_expert)
     return DiagonalMixture(Normal, loc[None], scale[None], torch.ones_like(obs[:1], dtype=loc.dtype))
 
 

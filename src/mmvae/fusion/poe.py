@@ -15,19 +15,14 @@ from ..errors import UserError
 EPS = 1e-8
 
 
-def poe_params(locs: Tensor, scales: Tensor, masks: Tensor | None, prior_expert: bool = True) -> tuple[Tensor, Tensor]:
+def poe_params(locs: Tensor, scales: Tensor, masks: Tensor, prior_expert: bool = True) -> tuple[Tensor, Tensor]:
     """Product of M diagonal Gaussians.
 
-    ``locs``, ``scales``: (M, B, D); ``masks``: (..., M, B) bool, which experts enter each product, or
-    None when every expert enters (a complete batch: no masking at all, the same values).
+    ``locs``, ``scales``: (M, B, D); ``masks``: (..., M, B) bool, which experts enter each product.
     Returns loc, scale of shape (..., B, D). A product with no expert and no prior expert falls back to
     N(0, I) (callers give such products zero weight).
     """
     precision = 1.0 / (scales.pow(2) + EPS)                             # (M, B, D)
-    if masks is None:
-        total = precision.sum(0) + 1.0 if prior_expert else precision.sum(0)
-        var = 1.0 / total
-        return (precision * locs).sum(0) * var, var.sqrt()
     w = masks.unsqueeze(-1).to(locs.dtype) * precision                  # (..., M, B, D)
     total = w.sum(-3)
     weighted = (w * locs).sum(-3)
