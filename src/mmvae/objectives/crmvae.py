@@ -34,10 +34,10 @@ class CRMVAEObjective:
         require_normal(experts, "CRMVAE's product of experts")
         post = model.fusion(experts, batch.mask)
         names = list(experts)
-        z_joint = post.rsample_stratified(self.k, noise)                                              # (1, K, B, D)
+        z_joint = post.rsample_stratified(self.k, noise)[0]                                           # (K, B, D)
         z_uni = [noise.rsample(experts[m], (self.k,), f"z/{m}") for m in names]                       # M x (K, B, D)
-        # One decoder call per modality on its joint and its own unimodal samples together (strata 0 and 1 + m)
-        rec = model.reconstruction(torch.cat([z_joint, torch.stack(z_uni)]), batch,
+        # One decoder call per modality on the joint and its own unimodal samples together (strata 0 and 1 + m)
+        rec = model.reconstruction(torch.stack([z_joint, *z_uni]), batch,
                                    [tuple(names)] + [(m,) for m in names])                            # (1 + M, K, B)
         rec_joint, rec_uni = rec[0].mean(0), rec[1:].mean(1).sum(0)                                   # (B,) each
         q = single_component(post)
