@@ -29,16 +29,18 @@ class ModelEntry:
     min_modalities: int = 1
     max_modalities: int | None = None
     options: tuple[str, ...] = ()   # model-specific --set keys accepted into Config.extra
+    complete_rows: bool = False     # the model cannot use masks: paired_fraction < 1 is refused at build time
 
 
 MODELS: dict[str, ModelEntry] = {}
 
 
 def register_model(name: str, paper: str, description: str, defaults: dict | None = None,
-                   min_modalities: int = 1, max_modalities: int | None = None, options: tuple[str, ...] = ()):
+                   min_modalities: int = 1, max_modalities: int | None = None, options: tuple[str, ...] = (),
+                   complete_rows: bool = False):
     def deco(build):
         MODELS[name] = ModelEntry(name, paper, description, build, dict(defaults or {}), min_modalities,
-                                  max_modalities, options)
+                                  max_modalities, options, complete_rows)
         return build
 
     return deco
@@ -166,6 +168,9 @@ def build_model(specs: dict, cfg: Config, encoders: dict | None = None, decoders
         allowed = ", ".join(entry.options) or "none"
         raise UserError(f"unknown option(s) {', '.join(sorted(unknown))} for model '{cfg.model}' "
                         f"(its own options: {allowed}; see `mmvae train --help` for the common ones)")
+    if entry.complete_rows and cfg.paired_fraction < 1:
+        raise UserError(f"model '{cfg.model}' needs every modality in every row: paired_fraction="
+                        f"{cfg.paired_fraction} leaves rows incomplete; use paired_fraction=1")
     resolve(cfg, entry)
     if cfg.posterior not in ("normal", "laplace"):
         raise UserError(f"posterior '{cfg.posterior}' is unknown: use normal or laplace")
