@@ -31,15 +31,16 @@ class ConditionalVAE(InputBank, nn.Module):
 
     def __init__(self, specs: Mapping, target: str, latent_dim: int, objective, *, hidden: int = 512,
                  conditional_prior: bool = True, bank: int = 128, likelihood: str | None = None, scale=0.75,
-                 weights=None, beta: float = 1.0):
+                 weights=None, beta: float = 1.0, activation: str | None = None):
         super().__init__()
         self.specs, self.target, self.latent_dim = dict(specs), target, int(latent_dim)
         self.conditions = [m for m in self.specs if m != target]
         cond = {m: self.specs[m] for m in self.conditions}
-        self.objective, self.beta = objective, float(beta)
-        self.encoder = default_joint_encoder({target: self.specs[target], **cond}, self.latent_dim, hidden)
-        self.prior_net = default_joint_encoder(cond, self.latent_dim, hidden) if conditional_prior else None
-        self.decoder = default_conditional_decoder(self.specs[target], cond, self.latent_dim, hidden)
+        self.objective, self.beta, self.activation = objective, float(beta), activation
+        nets = dict(hidden=hidden, activation=activation)       # nets/activations.py (None: the networks' own)
+        self.encoder = default_joint_encoder({target: self.specs[target], **cond}, self.latent_dim, **nets)
+        self.prior_net = default_joint_encoder(cond, self.latent_dim, **nets) if conditional_prior else None
+        self.decoder = default_conditional_decoder(self.specs[target], cond, self.latent_dim, **nets)
         spec = self.specs[target]
         self.likelihood = make_likelihood(likelihood or spec.likelihood, spec.shape, spec.kind, scale)
         self.weight = float(weights.get(target, 1.0)) if isinstance(weights, Mapping) else 1.0   # one λ: the target's
@@ -143,5 +144,6 @@ def build_cvae(specs, cfg: Config, encoders=None, decoders=None) -> ConditionalV
     bank = model_option(cfg, "bank", 128, int, lambda v: v >= 1, "an integer >= 1")
     return ConditionalVAE(specs, target, cfg.latent_dim, CVAEObjective(cfg.k), hidden=cfg.hidden,
                           conditional_prior=conditional, bank=bank, likelihood=cfg.likelihood.get(target),
-                          scale=cfg.scale.get(target, cfg.default_scale), weights=cfg.weights, beta=cfg.beta)
+                          scale=cfg.scale.get(target, cfg.default_scale), weights=cfg.weights, beta=cfg.beta,
+                          activation=cfg.activation)
 

@@ -13,6 +13,7 @@ from ..config import Config
 from ..distributions.prior import prior_kind
 from ..errors import UserError
 from ..fusion.fusions import FUSIONS
+from ..nets.activations import activation_class
 from ..nets.registry import with_networks
 from ..objectives.estimators import make_estimator
 from ..objectives.subsampled import SubsampledObjective
@@ -95,7 +96,8 @@ def fusion_model(fusion: str, stratified: bool, subsample: bool = False, objecti
             return MultimodalVAE(specs, cfg.latent_dim, fuse, loss, posterior=cfg.posterior, prior=cfg.prior,
                                  likelihoods=cfg.likelihood, scales=cfg.scale, default_scale=cfg.default_scale,
                                  weights=cfg.weights, hidden=cfg.hidden, stratified=stratified, beta=cfg.beta,
-                                 encoders=encoders, decoders=decoders, vectorise=cfg.vectorise)
+                                 encoders=encoders, decoders=decoders, vectorise=cfg.vectorise,
+                                 activation=cfg.activation)
         except ValueError as e:
             raise UserError(str(e)) from None
 
@@ -184,7 +186,11 @@ def build_model(specs: dict, cfg: Config, encoders: dict | None = None, decoders
         wanted = prior_kind(cfg.prior)
     except ValueError as e:
         raise UserError(str(e)) from None
+    activation_class(cfg.activation)                   # an unknown name: one line naming the valid ones
     model = entry.build(specs, cfg, **networks)
+    if cfg.activation is not None and getattr(model, "activation", None) != cfg.activation:
+        raise UserError(f"model '{cfg.model}' builds its networks with their own activations and does not take "
+                        f"--set activation={cfg.activation}: leave activation unset")
     if wanted != "standard" and getattr(model, "prior_kind", None) != wanted:
         # a builder that does not pass the option on must not ignore it silently
         raise UserError(f"model '{cfg.model}' does not support --set prior={cfg.prior}: its prior is fixed "
