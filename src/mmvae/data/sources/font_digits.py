@@ -17,7 +17,6 @@ from functools import lru_cache
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.ndimage import gaussian_filter
 
 from ...errors import UserError
 
@@ -52,6 +51,7 @@ def glyph_bank() -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
     glyph's width and height in canvas pixels. Rendered once per process with PIL (matplotlib's own
     dependency) from matplotlib's font files."""
     from PIL import Image, ImageDraw, ImageFont
+    from scipy.ndimage import gaussian_filter   # here: scipy.ndimage costs ~1 s of every start-up
 
     folder = font_folder()
     paths = [os.path.join(folder, f) for f in FONT_FILES if os.path.exists(os.path.join(folder, f))]

@@ -1,0 +1,1 @@
+"""Hand-written losses of the issue-13 models (bench/speed_models.py)."""
