@@ -19,7 +19,8 @@ common --set keys: objective=elbo|iwae|dreg  k=K  beta=B  warmup=EPOCHS  posteri
   network.<modality>=mlp|conv|mnist-mlp|mvae-mlp  weights=uniform|rescale  weights.<modality>=λ
   subsample_k=K (mvae)  data.<option>=V (e.g. data.modalities=5)
   paired_fraction=F  observed=<modality>|split  val_fraction=F  grad_clip=G  max_rollbacks=N  max_steps=N
-  time_limit=SECONDS  hidden=H  amsgrad=true  amp=off|bf16  compile=true  grad_accum=N  log=tensorboard
+  time_limit=SECONDS  hidden=H  activation=relu|silu|gelu|elu|leaky_relu|tanh|softplus (default networks)
+  amsgrad=true  amp=off|bf16  compile=true  grad_accum=N  log=tensorboard
   vectorise=auto|true|false (identically shaped experts as one batched call; auto: on CUDA)
 several GPUs or nodes: torchrun --nproc_per_node N -m mmvae train ...  (docs/distributed.md)"""
 
