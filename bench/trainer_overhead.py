@@ -52,6 +52,15 @@ PARTS = ("steps", "progress", "validate", "finite check", "snapshot", "disk comm
          "epoch line", "samples.png")
 
 
+REPORT: list[str] = []
+
+
+def say(text: str) -> None:
+    """Print a line of the report (also written to ``--out``)."""
+    print(text, flush=True)
+    REPORT.append(text)
+
+
 class Clock:
     """Wall and CPU seconds accumulated per part."""
 
@@ -156,14 +165,14 @@ def cli_main(args) -> None:
             print(f"round {r + 1}: {label[k]:30s} wall {w:6.2f} s, epochs {e:6.2f} s", flush=True)
     load_after = os.getloadavg()
     base = variants[0]
-    print(f"\n`mmvae train --seed S --out TMP --quiet`, seeds {args.seed}..{args.seed + args.rounds - 1} (one per "
+    say(f"\n`mmvae train --seed S --out TMP --quiet`, seeds {args.seed}..{args.seed + args.rounds - 1} (one per "
           f"round, the same for every variant); load average {load_before[0]:.2f} before, {load_after[0]:.2f} after\n")
-    print(f"| variant | wall s (median) | epochs' own s (median) | wall - epochs s | wall / {label[base]} (paired median) |")
-    print("|---|---|---|---|---|")
+    say(f"| variant | wall s (median) | epochs' own s (median) | wall - epochs s | wall / {label[base]} (paired median) |")
+    say("|---|---|---|---|---|")
     for k in variants:
         rel = statistics.median(a / b for a, b in zip(walls[k], walls[base]))
         rest = statistics.median(w - e for w, e in zip(walls[k], epochs[k]))
-        print(f"| {label[k]} | {statistics.median(walls[k]):.2f} | {statistics.median(epochs[k]):.2f} | {rest:.2f} | "
+        say(f"| {label[k]} | {statistics.median(walls[k]):.2f} | {statistics.median(epochs[k]):.2f} | {rest:.2f} | "
               f"{rel:.3f} |")
 
 
@@ -180,9 +189,19 @@ def main(argv=None) -> None:
     ap.add_argument("--model", default=None, help="default: the no-argument run's")
     ap.add_argument("--dataset", default=None)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default="", help="append the report (markdown) to this file")
     args = ap.parse_args(argv)
     if args.cli:
-        return cli_main(args)
+        cli_main(args)
+    else:
+        fit_main(args)
+    if args.out:
+        cmd = "OMP_NUM_THREADS=1 python bench/trainer_overhead.py " + " ".join(argv if argv is not None else sys.argv[1:])
+        with open(args.out, "a") as f:
+            f.write(f"\nCommand: `{cmd.strip()}`\n\n" + "\n".join(REPORT) + "\n")
+
+
+def fit_main(args) -> None:
     torch.set_num_threads(1)
     cfg = Config(seed=args.seed, epochs=args.epochs, device="cpu")
     cfg.model, cfg.dataset = args.model or cfg.model, args.dataset or cfg.dataset
@@ -221,14 +240,14 @@ def main(argv=None) -> None:
         return statistics.median(v / b[i] for v, b in zip(values, ref))
 
     steps = args.epochs * -(-len(train) // cfg.batch_size)
-    print(f"\n{cfg.model} on {cfg.dataset}: {args.epochs} epochs of {steps // args.epochs} steps, {args.rounds} "
+    say(f"\n{cfg.model} on {cfg.dataset}: {args.epochs} epochs of {steps // args.epochs} steps, {args.rounds} "
           f"rounds; mmvae {mmvae.__version__}, torch {torch.__version__}, 1 thread; load average "
           f"{load_before[0]:.2f} before, {load_after[0]:.2f} after")
     bare = totals["bare"]
-    print(f"bare loop: median {statistics.median(w for w, _ in bare):.2f} s wall, "
+    say(f"bare loop: median {statistics.median(w for w, _ in bare):.2f} s wall, "
           f"{statistics.median(c for _, c in bare):.2f} s CPU")
     head = "| part | " + " | ".join(f"{n}: wall / bare | {n}: CPU / bare | {n}: calls" for n in names[1:]) + " |"
-    print("\n" + head + "\n|" + "---|" * (1 + 3 * len(names[1:])))
+    say("\n" + head + "\n|" + "---|" * (1 + 3 * len(names[1:])))
     rows = ["whole fit"] + list(PARTS) + ["other"]
     for row in rows:
         cells = []
@@ -243,8 +262,8 @@ def main(argv=None) -> None:
                 calls = str(parts[n][0].calls[row])
             cells += [f"{med_ratio([v[0] for v in vals], bare, 0):.3f}", f"{med_ratio([v[1] for v in vals], bare, 1):.3f}",
                       calls]
-        print(f"| {row} | " + " | ".join(cells) + " |")
-    print("\n(whole fit / bare = 1 + overhead; 'steps' / bare is the per-step part alone; the rows below "
+        say(f"| {row} | " + " | ".join(cells) + " |")
+    say("\n(whole fit / bare = 1 + overhead; 'steps' / bare is the per-step part alone; the rows below "
           "'steps' sum with it and 'other' to the whole fit)")
 
 
