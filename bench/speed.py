@@ -205,7 +205,9 @@ def main(argv=None) -> None:
     cmd = "python bench/speed.py " + " ".join(argv if argv is not None else sys.argv[1:])
     spread = "\n".join(f"- {s} {name}: " + "; ".join(f"{i} " + ", ".join(f"{v:,.0f}" for v in sp[i]) for i in sp)
                        for (s, name), sp in results.items())
-    every = args.checkpoint_every if args.checkpoint_every is not None else mmvae.Config().checkpoint_every
+    every = args.checkpoint_every
+    if every is None:   # the library's default (0 for a version before the option: a checkpoint per epoch)
+        every = getattr(mmvae.Config(), "checkpoint_every", 0)
     cadence = "after every epoch" if every == 0 else f"at the first epoch end every {every:g} s (`checkpoint_every`)"
     text = f"""# Training throughput (issues 2 and 15)
 

@@ -264,7 +264,23 @@ def fit_main(args) -> None:
                       calls]
         say(f"| {row} | " + " | ".join(cells) + " |")
     say("\n(whole fit / bare = 1 + overhead; 'steps' / bare is the per-step part alone; the rows below "
-          "'steps' sum with it and 'other' to the whole fit)")
+        "'steps' sum with it and 'other' to the whole fit)")
+    # The same parts as shares of the fit's own optimizer steps: both timed inside one fit, so this is
+    # robust to the machine's drift between the rounds (the bare loop runs at another moment).
+    head = "| part | " + " | ".join(f"{n}: wall / its steps | {n}: CPU / its steps" for n in names[1:]) + " |"
+    say("\n" + head + "\n|" + "---|" * (1 + 2 * len(names[1:])))
+    for row in ["whole fit"] + [r for r in PARTS if r != "steps"] + ["other"]:
+        cells = []
+        for n in names[1:]:
+            for i, attr in ((0, "wall"), (1, "cpu")):
+                per_round = []
+                for (tw, tc), c in zip(totals[n], parts[n]):
+                    own = getattr(c, attr)
+                    total = (tw, tc)[i]
+                    value = total if row == "whole fit" else total - sum(own.values()) if row == "other" else own[row]
+                    per_round.append(value / own["steps"])
+                cells.append(f"{statistics.median(per_round):.3f}")
+        say(f"| {row} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":
