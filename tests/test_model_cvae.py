@@ -125,3 +125,15 @@ def test_cvae_learns_to_generate_its_target_from_the_condition():
     ya = torch.cdist(gen["a"], toy.test.prototypes["a"]).argmin(1)
     yb = torch.cdist(gen["b"], toy.test.prototypes["b"]).argmin(1)
     assert float((ya == yb).float().mean()) > 0.9                         # chance: 0.1
+
+
+def test_saved_runs_keep_their_state_dict_keys():
+    """The bank (``distributions/empirical.InputBank``) and the networks keep the keys runs were saved with."""
+    keys = set(make_model("a").state_dict())
+    assert {k.split(".")[0] for k in keys} == {"encoder", "prior_net", "decoder", "bank_b", "bank_c", "bank_filled"}
+    assert {"prior_net.out.weight", "decoder.decoder.net.0.weight", "encoder.heads.a.head.weight"} <= keys
+    model = make_model("a")
+    model.train().loss(make_batch())
+    again = make_model("a")
+    again.load_state_dict(model.state_dict())
+    assert int(again.bank_filled) == B and torch.equal(again.bank_c, model.bank_c)

@@ -34,3 +34,29 @@ def test_speed_runs_every_library_contender_and_reports_the_targets(tmp_path):
     meme = [c.strip() for c in rows["meme"].split("|")[3:-1]]
     assert meme[2] == ""                                               # no hand-written MEME loss
     assert "Target Trainer's per-step overhead" in text
+
+
+def test_speed_models_races_the_hand_written_losses(tmp_path, monkeypatch):
+    """bench/speed_models.py finds bench/hand/<model>.py and races it as ``hand`` (models without MultiVae, so
+    this runs in CI; tiny networks); a model without a hand file keeps blank hand cells."""
+    monkeypatch.setattr(sys, "path", list(sys.path))                  # the script adds bench/ to the path
+    spec = importlib.util.spec_from_file_location("speed_models_bench", ROOT / "bench" / "speed_models.py")
+    speed_models = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, speed_models)         # its dataclasses look the module up
+    spec.loader.exec_module(speed_models)
+    found = {n for n in speed_models.ENTRIES if speed_models.hand_loss(n) is not None}
+    assert {"mvtcae", "jmvae", "mmjsd", "crmvae", "cvae", "telbo"} <= found and "meme" not in found
+    monkeypatch.setattr(speed_models, "HIDDEN", 32)
+    monkeypatch.setattr(speed_models, "ROWS", 256)
+    out = tmp_path / "speed-models.md"
+    speed_models.main(["--models", "mmjsd", "meme", "--impls", "mmvae", "mmvae-fused", "hand", "--reps", "2",
+                       "--block", "1", "--out", str(out)])
+    text = out.read_text()
+    head = next(line for line in text.splitlines() if line.startswith("| model |"))
+    assert [c.strip() for c in head.split("|")[2:-2]] == [
+        "mmvae samples/s", "mmvae-fused samples/s", "hand samples/s", "mmvae / hand", "mmvae-fused / hand"]
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-2]]
+            for line in text.splitlines() if line.startswith(("| mmjsd |", "| meme |"))}
+    assert all(float(c.replace(",", "")) > 0 for c in rows["mmjsd"])  # every contender ran, both ratios
+    assert rows["meme"][2:] == ["", "", ""]                             # no hand-written MEME loss
+    assert "- Hand loop (issue 15" in text and "No generic hand-written loop" not in text

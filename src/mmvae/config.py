@@ -33,6 +33,7 @@ class Config:
     # model
     latent_dim: int = 20
     hidden: int = 400                                         # hidden units of the MLPs (docs/defaults.md)
+    activation: str | None = None                             # relu | silu | gelu | ... of the default networks
     objective: str | None = None                              # elbo | iwae | dreg | dreg-authors (model default if None)
     k: int | None = None                                      # samples per expert (1 for elbo, 10 otherwise)
     kl: str | None = None                                     # analytic | mc (model default if None)

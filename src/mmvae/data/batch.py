@@ -42,6 +42,11 @@ class Batch:
     def observed(self, name: str) -> Tensor:
         return self.mask[name]
 
+    def incomplete(self, names) -> list[str]:
+        """The modalities of ``names`` absent from the batch or missing in some row (models without masks
+        refuse such batches)."""
+        return [m for m in names if m not in self.data or not bool(self.mask[m].all())]
+
     def to(self, device: torch.device | str) -> "Batch":
         return Batch(
             {k: v.to(device, non_blocking=True) for k, v in self.data.items()},

@@ -28,6 +28,12 @@ def make_posterior(family: str, loc: Tensor, raw_scale: Tensor) -> Distribution:
     raise ValueError(f"unknown posterior family {family!r}: use one of {POSTERIORS}")
 
 
+def posterior_from(family: str, out, dim: int) -> Distribution:
+    """:func:`make_posterior` of an encoder's output: a (loc, raw_scale) pair or one (..., 2·dim) tensor."""
+    loc, raw = (out[0], out[1]) if isinstance(out, (tuple, list)) else (out[..., :dim], out[..., dim:])
+    return make_posterior(family, loc, raw)
+
+
 def standard_prior(family: str, dim: int, device=None) -> Distribution:
     """p(z): N(0, I) or Laplace(0, 1) (MMVAE's prior: zero loc, softmax(0) * D = 1 scale)."""
     zero = torch.zeros(dim, device=device)

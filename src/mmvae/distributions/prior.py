@@ -14,10 +14,14 @@ likelihoods) sees the learned values.
 """
 from __future__ import annotations
 
+from typing import Callable, Mapping
+
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 from torch.distributions import Distribution, Laplace, Normal
+
+from .posteriors import posterior_from
 
 PRIORS = ("standard", "learned", "learned-loc-scale")
 
@@ -63,3 +67,14 @@ class Prior(nn.Module):
 
     def extra_repr(self) -> str:
         return f"{self.family}, dim={self.dim}, kind={self.kind}"
+
+
+def conditional_normal(net: Callable | None, inputs: Mapping[str, Tensor], dim: int) -> Normal:
+    """A conditional prior p(z | c) (CVAE's prior network, Sohn, Lee & Yan 2015): the Gaussian that the
+    encoder-shaped ``net`` gives for the inputs c ((loc, raw_scale), scale = softplus(raw) + 1e-6), or
+    N(0, I) for every row of c when ``net`` is None."""
+    if net is not None:
+        return posterior_from("normal", net(inputs), dim)
+    first = next(iter(inputs.values()))
+    zeros = first.new_zeros(first.shape[0], dim)
+    return Normal(zeros, torch.ones_like(zeros), validate_args=False)

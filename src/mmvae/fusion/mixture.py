@@ -31,6 +31,11 @@ class DiagonalMixture:
     scale: Tensor
     weight: Tensor
 
+    @staticmethod
+    def single(q: Distribution) -> "DiagonalMixture":
+        """One diagonal posterior q(z | X) with (B, D) parameters as a one-component mixture."""
+        return DiagonalMixture(type(q), q.loc[None], q.scale[None], torch.ones_like(q.loc[None, :, 0]))
+
     @property
     def components(self) -> Distribution:
         return self.family(self.loc, self.scale, validate_args=False)

@@ -7,15 +7,15 @@ from typing import Mapping
 
 import torch
 from torch import Tensor, nn
-from torch.distributions import Normal
 
 from ..config import Config
 from ..data.batch import Batch
+from ..distributions.empirical import InputBank
 from ..distributions.likelihoods import make_likelihood
-from ..distributions.posteriors import make_posterior, standard_prior
+from ..distributions.posteriors import posterior_from, standard_prior
+from ..distributions.prior import conditional_normal
 from ..errors import UserError
 from ..fusion.mixture import DiagonalMixture
-from .multimodal import _split
 from ..nets.conditional import default_conditional_decoder
 from ..nets.joint import default_joint_encoder
 from ..objectives.cvae import CVAEObjective
@@ -23,29 +23,28 @@ from .mvtcae import closed_form_only
 from .registry import model_option, register_model
 
 
-class ConditionalVAE(nn.Module):
-    """p(x_t | x_C) = ∫ p(x_t | z, x_C) p(z | x_C) dz with x_t = ``target``, x_C = the other modalities."""
+class ConditionalVAE(InputBank, nn.Module):
+    """p(x_t | x_C) = ∫ p(x_t | z, x_C) p(z | x_C) dz with x_t = ``target``, x_C = the other modalities; a
+    bank of real conditioning inputs (``distributions/empirical.py``) for joint samples."""
 
     has_fused_posterior = False
 
     def __init__(self, specs: Mapping, target: str, latent_dim: int, objective, *, hidden: int = 512,
                  conditional_prior: bool = True, bank: int = 128, likelihood: str | None = None, scale=0.75,
-                 weights=None, beta: float = 1.0):
+                 weights=None, beta: float = 1.0, activation: str | None = None):
         super().__init__()
         self.specs, self.target, self.latent_dim = dict(specs), target, int(latent_dim)
         self.conditions = [m for m in self.specs if m != target]
         cond = {m: self.specs[m] for m in self.conditions}
-        self.objective, self.beta = objective, float(beta)
-        self.encoder = default_joint_encoder({target: self.specs[target], **cond}, self.latent_dim, hidden)
-        self.prior_net = default_joint_encoder(cond, self.latent_dim, hidden) if conditional_prior else None
-        self.decoder = default_conditional_decoder(self.specs[target], cond, self.latent_dim, hidden)
+        self.objective, self.beta, self.activation = objective, float(beta), activation
+        nets = dict(hidden=hidden, activation=activation)       # nets/activations.py (None: the networks' own)
+        self.encoder = default_joint_encoder({target: self.specs[target], **cond}, self.latent_dim, **nets)
+        self.prior_net = default_joint_encoder(cond, self.latent_dim, **nets) if conditional_prior else None
+        self.decoder = default_conditional_decoder(self.specs[target], cond, self.latent_dim, **nets)
         spec = self.specs[target]
         self.likelihood = make_likelihood(likelihood or spec.likelihood, spec.shape, spec.kind, scale)
         self.weight = float(weights.get(target, 1.0)) if isinstance(weights, Mapping) else 1.0   # one λ: the target's
-        # real conditioning inputs seen in training: joint samples (x_C from the data, x_t from the model)
-        for m in self.conditions:
-            self.register_buffer(f"bank_{m}", torch.zeros(int(bank), *self.specs[m].shape))
-        self.register_buffer("bank_filled", torch.zeros((), dtype=torch.long))
+        self.init_bank({m: self.specs[m].shape for m in self.conditions}, bank)
 
     @property
     def modalities(self) -> list[str]:
@@ -56,35 +55,13 @@ class ConditionalVAE(nn.Module):
         return standard_prior("normal", self.latent_dim, self.bank_filled.device)
 
     # ------------------------------------------------------------------------------ pieces
-    def require_rows(self, batch: Batch) -> None:
-        if any(m not in batch.data or not bool(batch.mask[m].all()) for m in self.specs):
-            raise UserError(f"model 'cvae' needs its target '{self.target}' and its conditioning modalities "
-                            f"({', '.join(self.conditions)}) in every row: train on complete rows "
-                            f"(paired_fraction=1, no missing values)")
-
-    def remember_conditions(self, batch: Batch) -> None:
-        """Fill the bank of conditioning inputs from the first training rows (kept in the state dict)."""
-        n, have = len(getattr(self, f"bank_{self.conditions[0]}")), int(self.bank_filled)
-        if self.training and have < n:
-            take = min(n - have, batch.size)
-            with torch.no_grad():
-                for m in self.conditions:
-                    getattr(self, f"bank_{m}")[have:have + take] = batch.data[m][:take]
-                self.bank_filled += take
-
-    def _gaussian(self, out) -> Normal:
-        return make_posterior("normal", *_split(out, self.latent_dim))
-
     def posterior_given(self, data: Mapping[str, Tensor]):
         """q(z | x_t, x_C)."""
-        return self._gaussian(self.encoder({m: data[m] for m in self.specs}))
+        return posterior_from("normal", self.encoder({m: data[m] for m in self.specs}), self.latent_dim)
 
     def conditional_prior(self, data: Mapping[str, Tensor]):
         """p(z | x_C) (N(0, I) without the prior network)."""
-        if self.prior_net is None:
-            zeros = data[self.conditions[0]].new_zeros(data[self.conditions[0]].shape[0], self.latent_dim)
-            return Normal(zeros, torch.ones_like(zeros), validate_args=False)
-        return self._gaussian(self.prior_net({m: data[m] for m in self.conditions}))
+        return conditional_normal(self.prior_net, {m: data[m] for m in self.conditions}, self.latent_dim)
 
     def log_likelihood_given(self, z: Tensor, data: Mapping[str, Tensor]) -> Tensor:
         """λ log p(x_t | z, x_C) for z (..., B, D) -> (..., B)."""
@@ -102,8 +79,7 @@ class ConditionalVAE(nn.Module):
         if not set(self.conditions) <= set(data):
             raise ValueError(f"cvae infers z from its conditioning modalities {self.conditions} (with or "
                              f"without its target '{self.target}'); given {sorted(data)}")
-        q = self.posterior_given(data) if self.target in data else self.conditional_prior(data)
-        return DiagonalMixture(type(q), q.loc[None], q.scale[None], torch.ones_like(q.loc[None, :, 0]))
+        return DiagonalMixture.single(self.posterior_given(data) if self.target in data else self.conditional_prior(data))
 
     def embed(self, data: Mapping[str, Tensor]) -> Tensor:
         return self.encode(data).mean
@@ -126,10 +102,7 @@ class ConditionalVAE(nn.Module):
     def generate(self, n: int, modalities: list[str] | None = None) -> dict[str, Tensor]:
         """Joint samples: x_C drawn from the bank of training conditioning inputs, z ~ p(z | x_C), x_t the
         decoder's mean."""
-        if int(self.bank_filled) == 0:
-            raise ValueError("cvae generates x_t for conditioning inputs it stored in training; it has none yet")
-        pick = torch.randint(0, int(self.bank_filled), (n,), device=self.bank_filled.device)
-        cond = {m: getattr(self, f"bank_{m}")[pick] for m in self.conditions}
+        cond = self.draw_inputs(n)
         z = self.conditional_prior(cond).sample()
         out = {**cond, self.target: self.likelihood.mean(self.decoder(z, cond))}
         return {m: out[m] for m in (modalities or self.modalities)}
@@ -157,7 +130,7 @@ class ConditionalVAE(nn.Module):
                 "conditional VAE of one target modality given the others: q(z|x_t,x_C), prior network p(z|x_C), "
                 "decoder p(x_t|z,x_C) (options target=<modality> (default: the last), conditional_prior, bank)",
                 dict(objective="elbo", kl="analytic", posterior="normal", weights="uniform"),
-                min_modalities=2, options=("target", "conditional_prior", "bank"))
+                min_modalities=2, options=("target", "conditional_prior", "bank"), complete_rows=True)
 def build_cvae(specs, cfg: Config, encoders=None, decoders=None) -> ConditionalVAE:
     closed_form_only(cfg, "cvae")
     if encoders or decoders:
@@ -165,14 +138,12 @@ def build_cvae(specs, cfg: Config, encoders=None, decoders=None) -> ConditionalV
                         "per-modality encoders/decoders arguments do not apply")
     if cfg.posterior != "normal":
         raise UserError(f"model 'cvae' has Gaussian posteriors: use --set posterior=normal, not '{cfg.posterior}'")
-    if cfg.paired_fraction < 1:
-        raise UserError(f"model 'cvae' needs its target and conditioning modalities in every row: "
-                        f"paired_fraction={cfg.paired_fraction} leaves rows incomplete; use paired_fraction=1")
     target = model_option(cfg, "target", list(specs)[-1], str, lambda v: v in specs,
                           f"one of the modalities {', '.join(specs)}")
     conditional = model_option(cfg, "conditional_prior", True, lambda v: v, lambda v: isinstance(v, bool), "true or false")
     bank = model_option(cfg, "bank", 128, int, lambda v: v >= 1, "an integer >= 1")
     return ConditionalVAE(specs, target, cfg.latent_dim, CVAEObjective(cfg.k), hidden=cfg.hidden,
                           conditional_prior=conditional, bank=bank, likelihood=cfg.likelihood.get(target),
-                          scale=cfg.scale.get(target, cfg.default_scale), weights=cfg.weights, beta=cfg.beta)
+                          scale=cfg.scale.get(target, cfg.default_scale), weights=cfg.weights, beta=cfg.beta,
+                          activation=cfg.activation)
 

@@ -38,30 +38,18 @@ def gaussian(out, dim: int) -> tuple[Tensor, Tensor]:
     return loc, F.softplus(raw) + 1e-6
 
 
-def _swish(module: nn.Module) -> None:
-    """Replace every ReLU inside ``module`` by a SiLU (Swish), in place."""
-    for name, child in module.named_children():
-        if isinstance(child, nn.ReLU):
-            setattr(module, name, nn.SiLU())
-        else:
-            _swish(child)
-
-
 class MHVAE(MultimodalVAE):
     """See the module docstring. ``blocks``: a ``nets/hierarchical.ladder_blocks``-shaped ModuleDict."""
 
     def __init__(self, specs: Mapping, latent_dim: int, *, levels: int = 3, blocks: nn.ModuleDict | None = None,
-                 hidden: int = 512, **kwargs):
-        super().__init__(specs, latent_dim, None, MHVAEObjective(), posterior="normal", hidden=hidden, **kwargs)
+                 hidden: int = 512, activation: str | None = "silu", **kwargs):
+        # Swish (SiLU) networks by default, the ones MHVAE was written and validated with: with the library's
+        # ReLU default (issue 10) it stays at chance on the toy pairing of its learning test.
+        super().__init__(specs, latent_dim, None, MHVAEObjective(), posterior="normal", hidden=hidden,
+                         activation=activation, **kwargs)
         self.levels = int(levels)
         self.ladder = blocks if blocks is not None else \
-            ladder_blocks(list(self.specs), self.levels, self.latent_dim, 2 * self.latent_dim, hidden)
-        # MHVAE keeps Swish MLPs, the networks it was written and validated with: with the library's ReLU
-        # default (issue 10) it stays at chance on the toy pairing of its learning test.
-        for part, given in ((self.encoders, kwargs.get("encoders")), (self.decoders, kwargs.get("decoders")),
-                            (self.ladder, blocks)):
-            if given is None:
-                _swish(part)
+            ladder_blocks(list(self.specs), self.levels, self.latent_dim, 2 * self.latent_dim, hidden, activation)
 
     def _bottom_up(self, batch: Batch, names: list[str]):
         """Features d_1 … d_{L−1} and the deepest expert (loc, scale) of each given modality; rows that miss a
@@ -159,7 +147,7 @@ class MHVAE(MultimodalVAE):
                          "Representations (MICCAI; MultiVae's MHVAE)",
                 "hierarchical latents z_1..z_L (option levels, default 3) with a product of experts and the "
                 "level's prior at every level; ELBO averaged over all subsets of modalities; partially observed rows",
-                dict(objective="elbo", kl="analytic", posterior="normal", weights="uniform"),
+                dict(objective="elbo", kl="analytic", posterior="normal", weights="uniform", activation="silu"),
                 min_modalities=2, options=("levels",))
 def build_mhvae(specs, cfg: Config, encoders=None, decoders=None, blocks=None) -> MHVAE:
     if cfg.objective != "elbo" or cfg.kl != "analytic" or cfg.k != 1 or cfg.posterior != "normal":
@@ -168,7 +156,8 @@ def build_mhvae(specs, cfg: Config, encoders=None, decoders=None, blocks=None) -
                         f"k={cfg.k}, posterior={cfg.posterior})")
     levels = model_option(cfg, "levels", 3, int, lambda v: v >= 2, "a whole number of latent levels >= 2")
     try:
-        return MHVAE(specs, cfg.latent_dim, levels=levels, blocks=blocks, hidden=cfg.hidden, beta=cfg.beta,
+        return MHVAE(specs, cfg.latent_dim, levels=levels, blocks=blocks, hidden=cfg.hidden,
+                     activation=cfg.activation, beta=cfg.beta,
                      likelihoods=cfg.likelihood, scales=cfg.scale, default_scale=cfg.default_scale,
                      weights=cfg.weights, encoders=encoders, decoders=decoders)
     except ValueError as e:

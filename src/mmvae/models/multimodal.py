@@ -45,15 +45,17 @@ def modality_weights(specs: Mapping[str, ModalitySpec], weights) -> dict[str, fl
 def modality_modules(specs: Mapping[str, ModalitySpec], latent_dim: int, hidden: int,
                      likelihoods: Mapping[str, str] | None = None, scales: Mapping | None = None,
                      default_scale: float = 0.75, encoders: Mapping[str, nn.Module] | None = None,
-                     decoders: Mapping[str, nn.Module] | None = None) -> tuple[nn.ModuleDict, nn.ModuleDict, nn.ModuleDict]:
+                     decoders: Mapping[str, nn.Module] | None = None,
+                     activation=None) -> tuple[nn.ModuleDict, nn.ModuleDict, nn.ModuleDict]:
     """Encoder, decoder and likelihood of every modality: the user's networks where given, the default
-    network of the modality's kind otherwise, and the spec's likelihood unless overridden."""
+    network of the modality's kind otherwise (with ``activation``, ``nets/activations.py``), and the
+    spec's likelihood unless overridden."""
     likelihoods, scales = dict(likelihoods or {}), dict(scales or {})
     encs, decs, liks = nn.ModuleDict(), nn.ModuleDict(), nn.ModuleDict()
     for m, spec in specs.items():
         given_enc, given_dec = (encoders or {}).get(m), (decoders or {}).get(m)
         if given_enc is None or given_dec is None:
-            enc, dec = default_networks(spec, latent_dim, hidden)
+            enc, dec = default_networks(spec, latent_dim, hidden, activation)
         encs[m] = given_enc if given_enc is not None else enc
         decs[m] = given_dec if given_dec is not None else dec
         liks[m] = make_likelihood(likelihoods.get(m, spec.likelihood), spec.shape, spec.kind,
@@ -70,6 +72,8 @@ class MultimodalVAE(nn.Module):
     (``distributions/prior.py``); ``prior_family``: normal or laplace (default: the posterior's).
     ``vectorise``: ``auto`` (CUDA only), True or False: run the encoders (decoders) of modalities with
     identically shaped networks as one batched call (``nets/stacked.py``); the same values either way.
+    ``activation``: the activation of the default networks (a name of ``nets/activations.py``; None: their
+    own, ReLU except ``mvae-mlp``).
     """
 
     def __init__(self, specs: Mapping[str, ModalitySpec], latent_dim: int, fusion: Callable,
@@ -78,7 +82,7 @@ class MultimodalVAE(nn.Module):
                  likelihoods: Mapping[str, str] | None = None, scales: Mapping | None = None,
                  default_scale: float = 0.75, weights=None, hidden: int = 512, stratified: bool = False,
                  beta: float = 1.0, encoders: Mapping[str, nn.Module] | None = None,
-                 decoders: Mapping[str, nn.Module] | None = None, vectorise="auto"):
+                 decoders: Mapping[str, nn.Module] | None = None, vectorise="auto", activation: str | None = None):
         super().__init__()
         self.specs = dict(specs)
         self.vectorise = parse_vectorise(vectorise)
@@ -89,8 +93,9 @@ class MultimodalVAE(nn.Module):
         self.posterior_family = posterior
         self.stratified = stratified
         self.beta = float(beta)
+        self.activation = activation
         self.encoders, self.decoders, self.likelihoods = modality_modules(
-            self.specs, self.latent_dim, hidden, likelihoods, scales, default_scale, encoders, decoders)
+            self.specs, self.latent_dim, hidden, likelihoods, scales, default_scale, encoders, decoders, activation)
         self.weights = modality_weights(self.specs, weights)
         self.prior_family = prior_family or posterior
         self.latent_prior = Prior(self.prior_family, self.latent_dim, prior)

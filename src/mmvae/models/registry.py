@@ -13,6 +13,7 @@ from ..config import Config
 from ..distributions.prior import prior_kind
 from ..errors import UserError
 from ..fusion.fusions import FUSIONS
+from ..nets.activations import activation_class
 from ..nets.registry import with_networks
 from ..objectives.estimators import make_estimator
 from ..objectives.subsampled import SubsampledObjective
@@ -29,16 +30,18 @@ class ModelEntry:
     min_modalities: int = 1
     max_modalities: int | None = None
     options: tuple[str, ...] = ()   # model-specific --set keys accepted into Config.extra
+    complete_rows: bool = False     # the model cannot use masks: paired_fraction < 1 is refused at build time
 
 
 MODELS: dict[str, ModelEntry] = {}
 
 
 def register_model(name: str, paper: str, description: str, defaults: dict | None = None,
-                   min_modalities: int = 1, max_modalities: int | None = None, options: tuple[str, ...] = ()):
+                   min_modalities: int = 1, max_modalities: int | None = None, options: tuple[str, ...] = (),
+                   complete_rows: bool = False):
     def deco(build):
         MODELS[name] = ModelEntry(name, paper, description, build, dict(defaults or {}), min_modalities,
-                                  max_modalities, options)
+                                  max_modalities, options, complete_rows)
         return build
 
     return deco
@@ -93,7 +96,8 @@ def fusion_model(fusion: str, stratified: bool, subsample: bool = False, objecti
             return MultimodalVAE(specs, cfg.latent_dim, fuse, loss, posterior=cfg.posterior, prior=cfg.prior,
                                  likelihoods=cfg.likelihood, scales=cfg.scale, default_scale=cfg.default_scale,
                                  weights=cfg.weights, hidden=cfg.hidden, stratified=stratified, beta=cfg.beta,
-                                 encoders=encoders, decoders=decoders, vectorise=cfg.vectorise)
+                                 encoders=encoders, decoders=decoders, vectorise=cfg.vectorise,
+                                 activation=cfg.activation)
         except ValueError as e:
             raise UserError(str(e)) from None
 
@@ -166,6 +170,9 @@ def build_model(specs: dict, cfg: Config, encoders: dict | None = None, decoders
         allowed = ", ".join(entry.options) or "none"
         raise UserError(f"unknown option(s) {', '.join(sorted(unknown))} for model '{cfg.model}' "
                         f"(its own options: {allowed}; see `mmvae train --help` for the common ones)")
+    if entry.complete_rows and cfg.paired_fraction < 1:
+        raise UserError(f"model '{cfg.model}' needs every modality in every row: paired_fraction="
+                        f"{cfg.paired_fraction} leaves rows incomplete; use paired_fraction=1")
     resolve(cfg, entry)
     if cfg.posterior not in ("normal", "laplace"):
         raise UserError(f"posterior '{cfg.posterior}' is unknown: use normal or laplace")
@@ -179,7 +186,11 @@ def build_model(specs: dict, cfg: Config, encoders: dict | None = None, decoders
         wanted = prior_kind(cfg.prior)
     except ValueError as e:
         raise UserError(str(e)) from None
+    activation_class(cfg.activation)                   # an unknown name: one line naming the valid ones
     model = entry.build(specs, cfg, **networks)
+    if cfg.activation is not None and getattr(model, "activation", None) != cfg.activation:
+        raise UserError(f"model '{cfg.model}' builds its networks with their own activations and does not take "
+                        f"--set activation={cfg.activation}: leave activation unset")
     if wanted != "standard" and getattr(model, "prior_kind", None) != wanted:
         # a builder that does not pass the option on must not ignore it silently
         raise UserError(f"model '{cfg.model}' does not support --set prior={cfg.prior}: its prior is fixed "

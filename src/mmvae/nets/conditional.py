@@ -39,8 +39,8 @@ class ConditionalDecoder(nn.Module):
 
 
 def default_conditional_decoder(target: ModalitySpec, conditions: Mapping[str, ModalitySpec], latent_dim: int,
-                                hidden: int = 512, feature_dim: int | None = None) -> ConditionalDecoder:
+                                hidden: int = 512, feature_dim: int | None = None, activation=None) -> ConditionalDecoder:
     feature_dim = int(feature_dim or latent_dim)
-    heads = {m: default_networks(s, feature_dim, hidden)[0] for m, s in conditions.items()}
-    decoder = default_networks(target, latent_dim + 2 * feature_dim * len(heads), hidden)[1]
+    heads = {m: default_networks(s, feature_dim, hidden, activation)[0] for m, s in conditions.items()}
+    decoder = default_networks(target, latent_dim + 2 * feature_dim * len(heads), hidden, activation)[1]
     return ConditionalDecoder(decoder, heads)

@@ -20,22 +20,22 @@ from torch import Tensor, nn
 BASE = 32
 
 
-def _encoder_body(channels: int, third_kernel: int, hidden: int) -> nn.Sequential:
+def _encoder_body(channels: int, third_kernel: int, hidden: int, act: type[nn.Module] = nn.ReLU) -> nn.Sequential:
     return nn.Sequential(
-        nn.Conv2d(channels, BASE, 4, 2, 1), nn.ReLU(),
-        nn.Conv2d(BASE, BASE * 2, 4, 2, 1), nn.ReLU(),
-        nn.Conv2d(BASE * 2, BASE * 4, third_kernel, 2, 1), nn.ReLU(),
+        nn.Conv2d(channels, BASE, 4, 2, 1), act(),
+        nn.Conv2d(BASE, BASE * 2, 4, 2, 1), act(),
+        nn.Conv2d(BASE * 2, BASE * 4, third_kernel, 2, 1), act(),
         nn.Conv2d(BASE * 4, hidden, 4, 1, 0),   # linear features into the heads, as in App. K
         nn.Flatten(),
     )
 
 
-def _decoder_body(latent_dim: int, channels: int, third_kernel: int) -> nn.Sequential:
+def _decoder_body(latent_dim: int, channels: int, third_kernel: int, act: type[nn.Module] = nn.ReLU) -> nn.Sequential:
     return nn.Sequential(
         nn.Unflatten(1, (latent_dim, 1, 1)),
-        nn.ConvTranspose2d(latent_dim, BASE * 4, 4, 1, 0), nn.ReLU(),
-        nn.ConvTranspose2d(BASE * 4, BASE * 2, third_kernel, 2, 1), nn.ReLU(),
-        nn.ConvTranspose2d(BASE * 2, BASE, 4, 2, 1), nn.ReLU(),
+        nn.ConvTranspose2d(latent_dim, BASE * 4, 4, 1, 0), act(),
+        nn.ConvTranspose2d(BASE * 4, BASE * 2, third_kernel, 2, 1), act(),
+        nn.ConvTranspose2d(BASE * 2, BASE, 4, 2, 1), act(),
         nn.ConvTranspose2d(BASE, channels, 4, 2, 1),
     )
 
@@ -129,10 +129,11 @@ def run_sequential(seq: nn.Sequential, x: Tensor) -> Tensor:
 class ConvEncoder(nn.Module):
     """Image (N, C, S, S) with S in {28, 32} -> (loc, raw_scale), each (N, latent_dim)."""
 
-    def __init__(self, shape: tuple[int, int, int], latent_dim: int, hidden: int = 512):
+    def __init__(self, shape: tuple[int, int, int], latent_dim: int, hidden: int = 512,
+                 activation: type[nn.Module] = nn.ReLU):
         super().__init__()
         channels, size = shape[0], shape[1]
-        self.body = _encoder_body(channels, 3 if size == 28 else 4, hidden)
+        self.body = _encoder_body(channels, 3 if size == 28 else 4, hidden, activation)
         self.head = nn.Linear(hidden, 2 * latent_dim)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -142,9 +143,9 @@ class ConvEncoder(nn.Module):
 class ConvDecoder(nn.Module):
     """z (N, latent_dim) -> image parameters (N, C, S, S)."""
 
-    def __init__(self, shape: tuple[int, int, int], latent_dim: int):
+    def __init__(self, shape: tuple[int, int, int], latent_dim: int, activation: type[nn.Module] = nn.ReLU):
         super().__init__()
-        self.net = _decoder_body(latent_dim, shape[0], 3 if shape[1] == 28 else 4)
+        self.net = _decoder_body(latent_dim, shape[0], 3 if shape[1] == 28 else 4, activation)
 
     def forward(self, z: Tensor) -> Tensor:
         return run_sequential(self.net, z)

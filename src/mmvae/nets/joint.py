@@ -5,8 +5,9 @@ dense layer, then the mean and variance heads), TELBO (Vedantam et al. 2018: per
 concatenated, an MLP) and MultiVae's ``MultipleHeadJointEncoder`` (copies of the unimodal encoders, their
 outputs concatenated, two hidden layers of 512) share this shape. Here each modality's features come
 from the default encoder network of its kind (``nets/registry.py``) with ``feature_dim`` outputs per
-head (both heads are kept: 2·feature_dim features), the concatenation goes through two SiLU layers of
-``hidden`` units and a linear head gives (loc, raw_scale), like every unimodal encoder.
+head (both heads are kept: 2·feature_dim features), the concatenation goes through two layers of
+``hidden`` units (ReLU, then SiLU) and a linear head gives (loc, raw_scale), like every unimodal encoder.
+``activation`` (``nets/activations.py``), when given, replaces both and the heads' own activations.
 
 Contract (as for unimodal encoders): ``forward({m: x_m}) -> (loc, raw_scale)``, each (N, latent_dim),
 or one (N, 2·latent_dim) tensor; every modality of ``modalities`` must be present. User networks with
@@ -20,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from ..data.dataset import ModalitySpec
+from .activations import activation_class
 from .mlp import mlp
 from .registry import default_networks
 
@@ -34,11 +36,13 @@ def features(out) -> Tensor:
 class JointEncoder(nn.Module):
     """{m: x_m} for the modalities ``heads`` -> (loc, raw_scale); see the module docstring."""
 
-    def __init__(self, heads: Mapping[str, nn.Module], feature_width: int, latent_dim: int, hidden: int = 512):
+    def __init__(self, heads: Mapping[str, nn.Module], feature_width: int, latent_dim: int, hidden: int = 512,
+                 activation=None):
         super().__init__()
         self.modalities = list(heads)
         self.heads = nn.ModuleDict(heads)
-        self.body = nn.Sequential(mlp([feature_width, hidden, hidden]), nn.SiLU())
+        act, out = activation_class(activation), activation_class(activation, nn.SiLU)
+        self.body = nn.Sequential(mlp([feature_width, hidden, hidden], act), out())
         self.out = nn.Linear(hidden, 2 * latent_dim)
 
     def forward(self, data: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
@@ -47,8 +51,8 @@ class JointEncoder(nn.Module):
 
 
 def default_joint_encoder(specs: Mapping[str, ModalitySpec], latent_dim: int, hidden: int = 512,
-                          feature_dim: int | None = None) -> JointEncoder:
+                          feature_dim: int | None = None, activation=None) -> JointEncoder:
     """A JointEncoder over ``specs`` (in their order) from each modality's default encoder network."""
     feature_dim = int(feature_dim or latent_dim)
-    heads = {m: default_networks(s, feature_dim, hidden)[0] for m, s in specs.items()}
-    return JointEncoder(heads, 2 * feature_dim * len(heads), latent_dim, hidden)
+    heads = {m: default_networks(s, feature_dim, hidden, activation)[0] for m, s in specs.items()}
+    return JointEncoder(heads, 2 * feature_dim * len(heads), latent_dim, hidden, activation)

@@ -3,9 +3,14 @@
 Contract: an encoder maps (N, *shape) to a pair (loc, raw_scale) of (N, latent_dim) tensors (a single
 (N, 2 * latent_dim) tensor is accepted too); a decoder maps (N, latent_dim) to (N, *shape) likelihood
 parameters. The library flattens K samples into N, so user networks need no K-awareness.
+
+A factory is ``factory(spec, latent_dim, hidden, activation=None) -> (encoder, decoder)``; ``activation``
+is an ``nn.Module`` class (``nets/activations.py``; ``--set activation=NAME``) or None for the network's
+own default. Factories that take no ``activation`` still register; asking them for one is a UserError.
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import replace
 from typing import Callable, Mapping
 
@@ -13,16 +18,18 @@ from torch import nn
 
 from ..data.dataset import ModalitySpec
 from ..errors import UserError
+from .activations import activation_class
 from .conv import CONV_SIZES, ConvDecoder, ConvEncoder
 from .mlp import MLPDecoder, MLPEncoder
 from .text import TextDecoder, TextEncoder
 
-NetworkFactory = Callable[[ModalitySpec, int, int], tuple[nn.Module, nn.Module]]
+NetworkFactory = Callable[..., tuple[nn.Module, nn.Module]]
 NETWORKS: dict[str, NetworkFactory] = {}
 
 
 def register_network(kind: str):
-    """Register ``factory(spec, latent_dim, hidden) -> (encoder, decoder)`` for a modality kind."""
+    """Register ``factory(spec, latent_dim, hidden, activation=None) -> (encoder, decoder)`` for a modality
+    kind (``activation``: an ``nn.Module`` class, None for the network's own default)."""
 
     def deco(fn):
         NETWORKS[kind] = fn
@@ -31,61 +38,71 @@ def register_network(kind: str):
     return deco
 
 
+def mlp_pair(spec: ModalitySpec, latent_dim: int, hidden: tuple[int, ...], activation=None):
+    """MLP encoder and decoder with the hidden layers ``hidden`` (ReLU unless ``activation`` is given)."""
+    act = activation_class(activation)
+    return (MLPEncoder(spec.shape, latent_dim, hidden, activation=act),
+            MLPDecoder(spec.shape, latent_dim, hidden, activation=act))
+
+
 def is_conv_image(spec: ModalitySpec) -> bool:
     return spec.kind == "image" and len(spec.shape) == 3 and spec.shape[1] == spec.shape[2] and spec.shape[1] in CONV_SIZES
 
 
 @register_network("image")
-def image_networks(spec: ModalitySpec, latent_dim: int, hidden: int):
+def image_networks(spec: ModalitySpec, latent_dim: int, hidden: int, activation=None):
     # One hidden layer over the pixels, grey or colour: on a CPU it takes 4-8x more steps than the conv
     # pair in the same time and reached higher coherence at every budget measured (docs/defaults.md).
     # The conv pair is one option away (--set network.<modality>=conv) and the paper presets use it.
-    return mlp_networks(spec, latent_dim, hidden)
+    return mlp_networks(spec, latent_dim, hidden, activation)
 
 
 @register_network("categorical")
-def label_networks(spec: ModalitySpec, latent_dim: int, hidden: int):
+def label_networks(spec: ModalitySpec, latent_dim: int, hidden: int, activation=None):
     # Labels are low-dimensional: one hidden layer is enough (MVAE's label networks).
-    return MLPEncoder(spec.shape, latent_dim, (hidden,)), MLPDecoder(spec.shape, latent_dim, (hidden,))
+    return mlp_pair(spec, latent_dim, (hidden,), activation)
 
 
 @register_network("vector")
-def vector_networks(spec: ModalitySpec, latent_dim: int, hidden: int):
-    return MLPEncoder(spec.shape, latent_dim, (hidden, hidden)), MLPDecoder(spec.shape, latent_dim, (hidden, hidden))
+def vector_networks(spec: ModalitySpec, latent_dim: int, hidden: int, activation=None):
+    return mlp_pair(spec, latent_dim, (hidden, hidden), activation)
 
 
 @register_network("text")
-def text_networks(spec: ModalitySpec, latent_dim: int, hidden: int):
-    return TextEncoder(spec.shape, latent_dim), TextDecoder(spec.shape, latent_dim)
+def text_networks(spec: ModalitySpec, latent_dim: int, hidden: int, activation=None):
+    act = activation_class(activation)
+    return TextEncoder(spec.shape, latent_dim, activation=act), TextDecoder(spec.shape, latent_dim, activation=act)
 
 
 @register_network("conv")
-def conv_networks(spec: ModalitySpec, latent_dim: int, hidden: int):
+def conv_networks(spec: ModalitySpec, latent_dim: int, hidden: int, activation=None):
     """The convolutional pair for a square 28x28 or 32x32 image, whatever its default."""
     if not is_conv_image(spec):
         raise ValueError(f"network 'conv' fits square images of side {' or '.join(map(str, CONV_SIZES))}; "
                          f"modality '{spec.name}' has shape {spec.shape}: use network mlp")
-    return ConvEncoder(spec.shape, latent_dim), ConvDecoder(spec.shape, latent_dim)
+    act = activation_class(activation)
+    return ConvEncoder(spec.shape, latent_dim, activation=act), ConvDecoder(spec.shape, latent_dim, activation=act)
 
 
 @register_network("mlp")
-def mlp_networks(spec: ModalitySpec, latent_dim: int, hidden: int):
+def mlp_networks(spec: ModalitySpec, latent_dim: int, hidden: int, activation=None):
     """One hidden layer of ``hidden`` over the flattened input (the default for images), any modality."""
-    return MLPEncoder(spec.shape, latent_dim, (hidden,)), MLPDecoder(spec.shape, latent_dim, (hidden,))
+    return mlp_pair(spec, latent_dim, (hidden,), activation)
 
 
 @register_network("mnist-mlp")
-def mnist_mlp_networks(spec: ModalitySpec, latent_dim: int, hidden: int):
+def mnist_mlp_networks(spec: ModalitySpec, latent_dim: int, hidden: int, activation=None):
     # MMVAE / MEME (App. K) MNIST networks: one hidden layer of 400 units; picked by ModalitySpec.network.
-    return MLPEncoder(spec.shape, latent_dim, (400,)), MLPDecoder(spec.shape, latent_dim, (400,))
+    return mlp_pair(spec, latent_dim, (400,), activation)
 
 
 @register_network("mvae-mlp")
-def mvae_mlp_networks(spec: ModalitySpec, latent_dim: int, hidden: int):
+def mvae_mlp_networks(spec: ModalitySpec, latent_dim: int, hidden: int, activation=None):
     # MVAE's MNIST image and label networks (Wu & Goodman 2018, official code): Swish MLPs, two hidden
     # layers in the encoder and three in the decoder, 512 wide there (``hidden`` here).
-    return (MLPEncoder(spec.shape, latent_dim, (hidden,) * 2, activation=nn.SiLU),
-            MLPDecoder(spec.shape, latent_dim, (hidden,) * 3, activation=nn.SiLU))
+    act = activation_class(activation, nn.SiLU)
+    return (MLPEncoder(spec.shape, latent_dim, (hidden,) * 2, activation=act),
+            MLPDecoder(spec.shape, latent_dim, (hidden,) * 3, activation=act))
 
 
 def with_networks(specs: Mapping[str, ModalitySpec], choice: Mapping[str, str] | None) -> dict[str, ModalitySpec]:
@@ -101,9 +118,19 @@ def with_networks(specs: Mapping[str, ModalitySpec], choice: Mapping[str, str] |
     return {m: replace(s, network=choice[m]) if m in choice else s for m, s in specs.items()}
 
 
-def default_networks(spec: ModalitySpec, latent_dim: int, hidden: int = 512) -> tuple[nn.Module, nn.Module]:
+def default_networks(spec: ModalitySpec, latent_dim: int, hidden: int = 512,
+                     activation: str | type[nn.Module] | None = None) -> tuple[nn.Module, nn.Module]:
+    """The registered (encoder, decoder) of the spec's network or kind; ``activation``: a name of
+    ``nets/activations.ACTIVATIONS`` or an ``nn.Module`` class replacing every activation of both networks
+    (None: the network's own, ReLU except ``mvae-mlp``)."""
     network = getattr(spec, "network", None)
     if network is not None and network not in NETWORKS:
         raise ValueError(f"modality '{spec.name}' asks for network {network!r}: registered are {sorted(NETWORKS)}")
     factory = NETWORKS.get(network or spec.kind, vector_networks)
-    return factory(spec, latent_dim, hidden)
+    if activation is None:
+        return factory(spec, latent_dim, hidden)
+    act = activation_class(activation)
+    if "activation" not in inspect.signature(factory).parameters:
+        raise UserError(f"network {network or spec.kind!r} of modality '{spec.name}' takes no activation: "
+                        f"leave activation unset or register it with an activation argument")
+    return factory(spec, latent_dim, hidden, activation=act)

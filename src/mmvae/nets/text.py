@@ -32,7 +32,8 @@ def _channels(layers: int) -> list[int]:
 class TextEncoder(nn.Module):
     """One-hot sentences (N, L, V) -> (loc, raw_scale), each (N, latent_dim)."""
 
-    def __init__(self, shape: tuple[int, int], latent_dim: int, embedding: int = EMBEDDING):
+    def __init__(self, shape: tuple[int, int], latent_dim: int, embedding: int = EMBEDDING,
+                 activation: type[nn.Module] = nn.ReLU):
         super().__init__()
         length, vocab = shape
         self.embed = nn.Linear(vocab, embedding, bias=False)
@@ -40,7 +41,7 @@ class TextEncoder(nn.Module):
         chans = [embedding, *_channels(len(lengths) - 1)]
         layers: list[nn.Module] = []
         for c_in, c_out in zip(chans[:-1], chans[1:]):
-            layers += [nn.Conv1d(c_in, c_out, 4, 2, 1), nn.ReLU()]
+            layers += [nn.Conv1d(c_in, c_out, 4, 2, 1), activation()]
         self.convs = nn.Sequential(*layers)
         self.head = nn.Linear(chans[-1] * lengths[-1], 2 * latent_dim)
 
@@ -52,17 +53,18 @@ class TextEncoder(nn.Module):
 class TextDecoder(nn.Module):
     """z (N, latent_dim) -> word logits (N, L, V)."""
 
-    def __init__(self, shape: tuple[int, int], latent_dim: int, embedding: int = EMBEDDING):
+    def __init__(self, shape: tuple[int, int], latent_dim: int, embedding: int = EMBEDDING,
+                 activation: type[nn.Module] = nn.ReLU):
         super().__init__()
         length, vocab = shape
         lengths = _lengths(length)
         chans = [embedding, *_channels(len(lengths) - 1)]
         self.start = (chans[-1], lengths[-1])
         self.project = nn.Linear(latent_dim, chans[-1] * lengths[-1])
-        layers: list[nn.Module] = [nn.ReLU()]
+        layers: list[nn.Module] = [activation()]
         for i in range(len(lengths) - 1, 0, -1):
             pad = lengths[i - 1] - 2 * lengths[i]                # 0, or 1 where the encoder dropped an odd step
-            layers += [nn.ConvTranspose1d(chans[i], chans[i - 1], 4, 2, 1, output_padding=pad), nn.ReLU()]
+            layers += [nn.ConvTranspose1d(chans[i], chans[i - 1], 4, 2, 1, output_padding=pad), activation()]
         self.deconvs = nn.Sequential(*layers)
         self.to_words = nn.Linear(embedding, vocab)
 

@@ -12,6 +12,7 @@ import torch
 
 from ..distributions.noise import GLOBAL_NOISE
 from ..distributions.posteriors import kl_to_prior
+from ..errors import UserError
 
 
 class CVAEObjective:
@@ -21,8 +22,11 @@ class CVAEObjective:
         self.k = int(k)
 
     def __call__(self, model, batch, beta: float, noise=GLOBAL_NOISE):
-        model.require_rows(batch)
-        model.remember_conditions(batch)
+        if batch.incomplete(model.modalities):
+            raise UserError(f"model 'cvae' needs its target '{model.target}' and its conditioning modalities "
+                            f"({', '.join(model.conditions)}) in every row: train on complete rows "
+                            f"(paired_fraction=1, no missing values)")
+        model.remember_inputs(batch.data)                     # the bank of x_C for generate
         q = model.posterior_given(batch.data)
         z = noise.rsample(q, (self.k,), "z")                                        # (K, B, D)
         rec = model.log_likelihood_given(z, batch.data).mean(0)                     # (B,)
