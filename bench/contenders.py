@@ -398,7 +398,8 @@ class Contender:
         return sum(len(i) for i in idx), self.clock() - t0
 
     def _trainer_epoch(self) -> tuple[int, float]:
-        """``Trainer.fit`` of ``epochs`` epochs (run folder, config, a checkpoint per epoch, samples.png)."""
+        """``Trainer.fit`` of ``epochs`` epochs (run folder, config, checkpoints at ``cfg.checkpoint_every``,
+        samples.png)."""
         with tempfile.TemporaryDirectory() as tmp:
             cfg = copy.deepcopy(self.cfg)
             cfg.out, cfg.epochs, cfg.val_fraction, cfg.device = str(Path(tmp) / "run"), self.epochs, 0.0, "cpu"

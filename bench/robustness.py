@@ -72,7 +72,8 @@ def main_bench() -> None:
                  f"{last(cut)['val_loss']:.3f}", "-"))
 
     killed = tmp / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "mmvae", *BASE, "--out", str(killed)], env=ENV,
+    every_epoch = ["--set", "checkpoint_every=0"]     # a checkpoint at every epoch end: resume mid-run
+    proc = subprocess.Popen([sys.executable, "-m", "mmvae", *BASE, *every_epoch, "--out", str(killed)], env=ENV,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     while proc.poll() is None and not ((killed / "metrics.jsonl").exists()
                                        and len((killed / "metrics.jsonl").read_text().splitlines()) >= 2):
@@ -80,7 +81,7 @@ def main_bench() -> None:
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     at = torch.load(killed / "training_state.pt", weights_only=True)["progress"]["global_step"]
-    main([*BASE, "--out", str(killed), "--resume"])
+    main([*BASE, *every_epoch, "--out", str(killed), "--resume"])
     rows.append((f"SIGKILL mid-run (last checkpoint: step {at}), resumed", f"{weights_gap(ref, killed):.1e}",
                  f"{last(killed)['val_loss']:.3f}", "-"))
 
@@ -132,7 +133,7 @@ def main_bench() -> None:
 # ------------------------------------------------------------------------------ issue 12 audit
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 AUDIT = ["train", "--dataset", "toy", "--set", "data.n=400", "--batch-size", "32", "--set", "hidden=16",
-         "--latent-dim", "3", "--device", "cpu", "--seed", "3", "--epochs", "12"]
+         "--latent-dim", "3", "--device", "cpu", "--seed", "3", "--epochs", "12", "--set", "checkpoint_every=0"]
 
 
 def fuzz_counts(seeds: int) -> list[tuple]:

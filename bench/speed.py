@@ -55,7 +55,7 @@ def interleave(contenders: dict, reps: int, steps: int, label: str) -> dict[str,
 
 
 def measure(suite, name: str, impls: list[str], reps: int, block: int, trainer_reps: int, data, seed: int,
-            clock, trainer_epochs: int = 3) -> dict[str, list[float]]:
+            clock, trainer_epochs: int = 3, checkpoint_every: float | None = None) -> dict[str, list[float]]:
     """Blocks of ``block`` steps of the bare loops, interleaved; then trainer epochs against bare
     mmvae epochs (key ``mmvae-epoch``)."""
     nets = make_networks(suite, seed)
@@ -72,6 +72,8 @@ def measure(suite, name: str, impls: list[str], reps: int, block: int, trainer_r
         # the bare epochs use the Trainer's optimizer, so the ratio is the Trainer's own overhead
         bare_epochs = Contender("mmvae-fused", name, suite, nets, data, clock=clock)
         trainer = Contender("trainer", name, suite, nets, data, clock=clock, epochs=trainer_epochs)
+        if checkpoint_every is not None:
+            trainer.cfg.checkpoint_every = checkpoint_every
         trainer.model = bare_epochs.model  # same (warm) weights
         bare_epochs.run(2)
         epochs = interleave({"mmvae-epoch": bare_epochs, "trainer": trainer},
@@ -162,6 +164,9 @@ def main(argv=None) -> None:
     ap.add_argument("--block", type=int, default=8, help="training steps per contender per round")
     ap.add_argument("--trainer-reps", type=int, default=3, help="rounds of trainer fit vs bare mmvae epochs")
     ap.add_argument("--trainer-epochs", type=int, default=3, help="epochs per trainer fit (and per bare round)")
+    ap.add_argument("--checkpoint-every", type=float, default=None,
+                    help="the trainer column's checkpoint_every (seconds; 0: a checkpoint after every epoch; "
+                         "default: the library's)")
     ap.add_argument("--rows", type=int, default=None, help="rows of one epoch (default: the suite's)")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch.set_num_threads (1: on a shared 2-core machine, 2 threads stall on each other)")
@@ -190,7 +195,7 @@ def main(argv=None) -> None:
         for name in args.models or suite.models:
             results[(suite_name, name)] = measure(suite, name, list(args.impls), args.reps, args.block,
                                                   args.trainer_reps, data, args.seed, CLOCKS[args.clock],
-                                                  args.trainer_epochs)
+                                                  args.trainer_epochs, args.checkpoint_every)
     load_after = os.getloadavg()
     table = report_table(results)
     verdict = targets(results)
@@ -200,6 +205,10 @@ def main(argv=None) -> None:
     cmd = "python bench/speed.py " + " ".join(argv if argv is not None else sys.argv[1:])
     spread = "\n".join(f"- {s} {name}: " + "; ".join(f"{i} " + ", ".join(f"{v:,.0f}" for v in sp[i]) for i in sp)
                        for (s, name), sp in results.items())
+    every = args.checkpoint_every
+    if every is None:   # the library's default (0 for a version before the option: a checkpoint per epoch)
+        every = getattr(mmvae.Config(), "checkpoint_every", 0)
+    cadence = "after every epoch" if every == 0 else f"at the first epoch end every {every:g} s (`checkpoint_every`)"
     text = f"""# Training throughput (issues 2 and 15)
 
 Command: `PYTHONPATH=src OMP_NUM_THREADS=1 {cmd.strip()}` (mmvae and MultiVae in one environment), seed
@@ -212,8 +221,8 @@ absolute samples/s drift with the machine's state, read the ratios.
 Protocol: {args.reps} rounds; in each, every contender trains {args.block} steps of batch {BATCH} (rotating
 order), so all share the machine's state of that moment; samples/s are medians over rounds and each ratio
 is the median of the per-round ratios. The trainer column: {args.trainer_reps} rounds of one `Trainer.fit` of
-{args.trainer_epochs} epochs (no validation split; run folder, config.json, a checkpoint at step 0 and after
-every epoch, the final samples.png) against {args.trainer_epochs} bare-loop epochs of the same model with the
+{args.trainer_epochs} epochs (no validation split; run folder, config.json, checkpoints on disk at step 0, at
+the end and {cadence}, the final samples.png) against {args.trainer_epochs} bare-loop epochs of the same model with the
 Trainer's optimizer (`mmvae-epoch`), interleaved: `trainer / mmvae-epoch` is the Trainer's whole cost (per
 step, per epoch and per run); `trainer-step / mmvae-fused` is its per-step part alone (`Trainer._step`,
 in the main rounds).

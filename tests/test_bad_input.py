@@ -82,6 +82,20 @@ def _flip(path: Path, count: int = 64, seed: int = 0) -> None:
     path.write_bytes(bytes(b))
 
 
+def _flip_tensor_bytes(path: Path, count: int = 64, seed: int = 0) -> None:
+    """Overwrite ``count`` bytes inside the largest tensor of a torch file (a zip of records): damage that
+    still loads. Random bytes of the whole file may hit a record header, which torch.load rejects."""
+    with zipfile.ZipFile(path) as z:
+        info = max((i for i in z.infolist() if "/data/" in i.filename), key=lambda i: i.file_size)
+    b = bytearray(path.read_bytes())
+    head = info.header_offset
+    start = head + 30 + int.from_bytes(b[head + 26:head + 28], "little") + int.from_bytes(b[head + 28:head + 30], "little")
+    rng = np.random.default_rng(seed)
+    for pos in rng.integers(start, start + info.file_size, size=count):
+        b[pos] ^= 0xFF
+    path.write_bytes(bytes(b))
+
+
 @pytest.fixture(scope="module")
 def resumed_clean(trained, tmp_path_factory) -> Path:
     """The trained run resumed to epoch 2 without damage: what every recovery must reach."""
@@ -112,7 +126,7 @@ def test_damaged_weights_export_is_rewritten_from_the_state(run, resumed_clean, 
 def test_damaged_state_falls_back_to_the_last_intact_weights(run, capsys, damage):
     state = run / "training_state.pt"
     if damage == "flipped":        # loads without any error: only the checksum finds it
-        _flip(state)
+        _flip_tensor_bytes(state)
         torch.load(state, weights_only=True)
     elif damage == "missing":
         state.unlink()
@@ -242,7 +256,7 @@ def test_disk_full_while_checkpointing_keeps_the_previous_checkpoint(run, capsys
         monkeypatch.setattr(checkpoint.os, "replace", full)
     else:  # torch.save reports a full disk as RuntimeError from its zip writer
         def broken(obj, f, *a, **k):
-            Path(f).write_bytes(b"partial")
+            f.write(b"partial") if hasattr(f, "write") else Path(f).write_bytes(b"partial")
             raise RuntimeError("[enforce fail at inline_container.cc] PytorchStreamWriter failed writing file")
         monkeypatch.setattr(checkpoint.torch, "save", broken)
     _fails_cleanly(capsys, ["train", *SMALL, "--epochs", "2", "--out", str(run), "--resume"], "cannot write")

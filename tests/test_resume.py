@@ -89,7 +89,8 @@ def test_max_steps_in_a_subprocess_then_resume(tmp_path, reference):
 
 def test_sigkill_at_an_arbitrary_moment_then_resume(tmp_path, reference):
     out = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "mmvae", *_cli("--out", str(out))], env=_env(),
+    every_epoch = ("--set", "checkpoint_every=0")    # a checkpoint at every epoch end, so the kill may land in one
+    proc = subprocess.Popen([sys.executable, "-m", "mmvae", *_cli("--out", str(out), *every_epoch)], env=_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     metrics = out / "metrics.jsonl"
     deadline = time.time() + 120
@@ -109,7 +110,7 @@ def test_sigkill_at_an_arbitrary_moment_then_resume(tmp_path, reference):
     with open(metrics, "a") as f:
         f.write('{"epoch": 9, "st')
     (out / ".tmp-model.safetensors.abc123").write_bytes(b"half a file")
-    assert main(_cli("--out", str(out), "--resume")) == 0
+    assert main(_cli("--out", str(out), "--resume", *every_epoch)) == 0
     assert not list(out.glob(".tmp-*"))
     _assert_same_run(reference, out)
 

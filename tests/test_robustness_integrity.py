@@ -127,7 +127,8 @@ def test_sigkill_during_training_never_reports_damage(tmp_path):
     verdict of damage, and the run completes."""
     out = tmp_path / "run"
     argv = ["train", "--dataset", "toy", "--set", "data.n=400", "--epochs", "30", "--batch-size", "64",
-            "--set", "hidden=16", "--latent-dim", "3", "--device", "cpu", "--seed", "1", "--out", str(out)]
+            "--set", "hidden=16", "--latent-dim", "3", "--device", "cpu", "--seed", "1", "--out", str(out),
+            "--set", "checkpoint_every=0"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     rng = np.random.default_rng(0)
     for i in range(2):

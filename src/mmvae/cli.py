@@ -19,7 +19,8 @@ common --set keys: objective=elbo|iwae|dreg  k=K  beta=B  warmup=EPOCHS  posteri
   network.<modality>=mlp|conv|mnist-mlp|mvae-mlp  weights=uniform|rescale  weights.<modality>=λ
   subsample_k=K (mvae)  data.<option>=V (e.g. data.modalities=5)
   paired_fraction=F  observed=<modality>|split  val_fraction=F  grad_clip=G  max_rollbacks=N  max_steps=N
-  time_limit=SECONDS  hidden=H  activation=relu|silu|gelu|elu|leaky_relu|tanh|softplus (default networks)
+  time_limit=SECONDS  checkpoint_every=SECONDS (0: every epoch; a SIGKILL loses at most this plus one epoch)
+  hidden=H  activation=relu|silu|gelu|elu|leaky_relu|tanh|softplus (default networks)
   amsgrad=true  amp=off|bf16  compile=true  grad_accum=N  log=tensorboard
   vectorise=auto|true|false (identically shaped experts as one batched call; auto: on CUDA)
 several GPUs or nodes: torchrun --nproc_per_node N -m mmvae train ...  (docs/distributed.md)"""
@@ -228,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     from . import progress
-    from .train.trainer import TrainingDiverged
+    from .train.trainer import Terminated, TrainingDiverged
 
     try:
         if hasattr(args, "threads"):
@@ -241,6 +242,9 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingDiverged as e:
         print(f"mmvae: {e}", file=sys.stderr)
         return 3
+    except Terminated:
+        print("mmvae: terminated (SIGTERM)", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("mmvae: interrupted", file=sys.stderr)
         return 130

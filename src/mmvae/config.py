@@ -53,6 +53,8 @@ class Config:
     max_rollbacks: int = 3
     max_steps: int = 0                                        # 0: no limit; stop (resumably) after this step
     time_limit: float = 0.0                                   # seconds; 0: no limit
+    checkpoint_every: float = 60.0                            # seconds between checkpoints on disk (written at
+                                                              # an epoch's end); 0: after every epoch
     device: str = "auto"
     amp: str = "off"                                          # off | bf16 (autocast of the forward pass)
     compile: bool = False                                     # torch.compile the loss computation

@@ -120,10 +120,13 @@ def write_json(path: Path, obj: Any) -> None:
     atomic_write(path, w)
 
 
-def weights_writer(model: torch.nn.Module, progress: dict | None = None) -> Callable[[str], None]:
-    """A writer of the model's weights as safetensors; ``progress`` (epoch, global_step, ...) goes into
-    the file's metadata, so a run whose training state is damaged can restart from these weights."""
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+def weights_writer(model: torch.nn.Module | dict[str, torch.Tensor], progress: dict | None = None
+                   ) -> Callable[[str], None]:
+    """A writer of the model's weights (a module, or its state dict, e.g. a snapshot's) as safetensors;
+    ``progress`` (epoch, global_step, ...) goes into the file's metadata, so a run whose training state
+    is damaged can restart from these weights."""
+    state = model if isinstance(model, dict) else model.state_dict()
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
     meta = {"format": "mmvae"}
     for key in PROGRESS_META:
         if progress is not None and key in progress:
@@ -182,7 +185,14 @@ def load_weights(model: torch.nn.Module, path: Path) -> None:
 
 
 def state_writer(state: dict) -> Callable[[str], None]:
-    return lambda tmp: torch.save(state, tmp)
+    """A writer of the resumable state. Through a file object, so the zip records inside are named
+    ``archive/...`` rather than after the temporary file (whose name holds the pid): the same state
+    gives the same bytes in every process."""
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+
+    return write
 
 
 def save_state(state: dict, path: Path) -> None:

@@ -32,3 +32,6 @@ def check_run_options(cfg: Config) -> None:
         raise UserError(f"max_rollbacks must be >= 0, got {cfg.max_rollbacks}")
     if int(cfg.max_steps) < 0 or not float(cfg.time_limit) >= 0:
         raise UserError(f"max_steps and time_limit must be >= 0 (0: no limit), got {cfg.max_steps}, {cfg.time_limit}")
+    if isinstance(cfg.checkpoint_every, bool) or not float(cfg.checkpoint_every) >= 0:
+        raise UserError(f"checkpoint_every must be a number of seconds >= 0 (0: a checkpoint after every epoch), "
+                        f"got {cfg.checkpoint_every!r}")

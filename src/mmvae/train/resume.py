@@ -21,8 +21,8 @@ from .checkpoint import (BEST, STATE, WEIGHTS, StateUnreadable, WeightsUnreadabl
                          read_weights, weights_progress)
 from .integrity import DamagedFile, move_aside, verify
 
-SAFE = ("lr", "epochs", "max_steps", "time_limit", "device", "amp", "compile", "vectorise", "grad_accum", "grad_clip",
-        "max_rollbacks", "beta", "warmup", "objective", "k", "kl", "weights", "subsample_k")
+SAFE = ("lr", "epochs", "max_steps", "time_limit", "checkpoint_every", "device", "amp", "compile", "vectorise",
+        "grad_accum", "grad_clip", "max_rollbacks", "beta", "warmup", "objective", "k", "kl", "weights", "subsample_k")
 SLICE = ("max_steps", "time_limit")      # per invocation: not saved in config.json
 SHAPE = ("model", "dataset", "data", "modalities", "latent_dim", "hidden", "posterior", "likelihood", "scale",
          "default_scale", "prior", "network")

@@ -3,14 +3,22 @@ data parallelism (torchrun), bf16 autocast and torch.compile as options.
 
 Exact resume: the epoch's shuffling comes from a generator seeded by (seed, epoch) and every step's
 Monte Carlo noise from a seed of (seed, step, piece, rollbacks) (``distributed.noise_seed``), so the
-trajectory is a function of where training stands, not of what ran before in the process. A
-checkpoint is written at every epoch end and when ``max_steps`` / ``time_limit`` cut the run; a run
+trajectory is a function of where training stands, not of what ran before in the process; a run
 killed at any point and resumed from its last checkpoint reaches the same weights after the same
 number of steps as one never interrupted.
 
-Divergence: a non-finite loss, gradient or parameter restores the last good state (the last
-checkpoint, or the start), halves the learning rate, records the event in ``metrics.jsonl`` and goes
-on; after ``max_rollbacks`` it raises :class:`TrainingDiverged` naming where and the last checkpoint.
+Checkpoints: every epoch's end is kept in memory (``Trainer.good``, the rollback point). It goes to disk
+(one kill-safe, checksummed commit: train/integrity.py) at the first epoch end at least
+``checkpoint_every`` seconds after the last write (0: every epoch end), and always at step 0, at the
+end of the run, when ``max_steps`` / ``time_limit`` cut it, after a rollback, before
+:class:`TrainingDiverged`, and on Ctrl-C or SIGTERM (:class:`Terminated`). So a SIGKILL loses at most
+``checkpoint_every`` seconds plus one epoch of training. The best validation weights are kept in memory
+when validation improves and committed with the next checkpoint, after the state they belong to.
+Where checkpoints are written never changes the trajectory: the writes only copy ``Trainer.good``.
+
+Divergence: a non-finite loss, gradient or parameter restores the last good state (the last epoch end,
+or the start), halves the learning rate, records the event in ``metrics.jsonl`` and goes on; after
+``max_rollbacks`` it raises :class:`TrainingDiverged` naming where and the last checkpoint.
 Checkpoints are only written from finite parameters.
 """
 from __future__ import annotations
@@ -20,7 +28,9 @@ import copy
 import gc
 import json
 import math
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +59,15 @@ from .schedule import kl_weight, training_stage
 
 class TrainingDiverged(RuntimeError):
     """Non-finite loss or gradients persisted after the allowed rollbacks."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM while training (a scheduler's stop): like Ctrl-C, the last epoch end is saved first."""
+
+
+def _now() -> float:
+    """The clock of the checkpoint cadence (a function, so tests can move time)."""
+    return time.monotonic()
 
 
 @dataclass
@@ -122,6 +141,10 @@ class Trainer:
         self.amp_dtype = AMP_DTYPES[str(cfg.amp).lower()]
         self.optimizer = make_adam(self.model.parameters(), lr=cfg.lr, amsgrad=cfg.amsgrad)
         self.progress = Progress()
+        self.params = list(self.model.parameters())   # for the per-step gradient check
+        self.unsaved = False        # self.good is newer than the checkpoint on disk
+        self.best = None            # {"model", "progress"} of best weights not yet on disk
+        self.saved_at = _now()
         self.steps_per_epoch = self.train_data.num_batches(cfg.batch_size)
         distributed.init(self.dist, self.device)
         self.loss_fn = self._wrap(LossModule(self.model))
@@ -184,27 +207,47 @@ class Trainer:
 
     def _restore(self, snap: dict) -> None:
         self.model.load_state_dict(snap["model"])
-        self.optimizer.load_state_dict(snap["optimizer"])
+        # a copy: the optimizer adopts the tensors it is given and updates them in place, and ``snap``
+        # (the rollback point, written to disk later) must not change
+        self.optimizer.load_state_dict(_to_cpu(snap["optimizer"]))
         if "torch_rng" in snap:
             torch.set_rng_state(snap["torch_rng"])
         self.progress = Progress(**copy.deepcopy(snap["progress"]))
 
-    def _checkpoint(self) -> None:
-        """Save the resumable state, then the weights; only ever called with finite parameters."""
+    def _checkpoint(self, save: bool = True) -> None:
+        """Take the resumable state in memory (the rollback point ``self.good``) and, with ``save``,
+        write it to disk; only ever called with finite parameters."""
         p = self.progress
         p.sums = distributed.sum_over_ranks(self.dist, p.sums, self.device)   # rank 0 keeps global sums
         snap = self._snapshot()
-        if self.dist.is_main:
-            # The state is one file (weights, optimizer, progress); the weights export beside it records
-            # its progress, and both are committed with their checksums (train/integrity.py).
-            integrity.commit(self.out, {STATE: state_writer(snap),
-                                        WEIGHTS: weights_writer(self.model, snap["progress"])})
-            if self.overrides and not self._overrides_saved:
-                self._save_overrides()    # with the first checkpoint that used them
-        else:
+        if not self.dist.is_main:
             p.sums = {k: 0.0 for k in p.sums}
             snap["progress"]["sums"] = dict(p.sums)
         self.good = snap
+        self.unsaved = True
+        if save:
+            self._save()
+
+    def _save(self) -> None:
+        """Write ``self.good`` (and best weights kept since the last write) to disk, unless it is there."""
+        if not self.unsaved:
+            return
+        snap = self.good
+        if self.dist.is_main:
+            # The state is one file (weights, optimizer, progress); the weights export beside it records
+            # its progress; all are committed with their checksums (train/integrity.py). The best weights
+            # come last: renamed after the state they belong to, never before it.
+            writers = {STATE: state_writer(snap), WEIGHTS: weights_writer(snap["model"], snap["progress"])}
+            if self.best is not None:
+                writers[BEST] = weights_writer(self.best["model"], self.best["progress"])
+            integrity.commit(self.out, writers)
+            if self.overrides and not self._overrides_saved:
+                self._save_overrides()    # with the first checkpoint that used them
+        self.best, self.unsaved, self.saved_at = None, False, _now()
+
+    def _save_due(self) -> bool:
+        every = float(self.cfg.checkpoint_every)
+        return every <= 0 or _now() - self.saved_at >= every
 
     def _log(self, record: dict) -> None:
         if not self.dist.is_main:
@@ -280,7 +323,8 @@ class Trainer:
     def fit(self) -> Path:
         done = False
         try:
-            out = self._fit()
+            with self._sigterm_raises():
+                out = self._fit()
             done = True
             return out
         except BaseException:
@@ -317,12 +361,45 @@ class Trainer:
 
             self.tb = TensorBoardLog(self.out)
         self.started = time.time()
-        while self.progress.epoch < cfg.epochs:
-            if not self._run_epoch():
-                return self.out
+        try:
+            while self.progress.epoch < cfg.epochs:
+                if not self._run_epoch():
+                    return self.out
+            self._save()
+        except KeyboardInterrupt:   # Ctrl-C or SIGTERM (Terminated): keep the last epoch end
+            self._save_on_interrupt()
+            raise
         if self.dist.is_main:
             self._finish()
         return self.out
+
+    def _save_on_interrupt(self) -> None:
+        if not hasattr(self, "good"):
+            return
+        self._save()
+        g = self.good["progress"]
+        where = f"end of epoch {g['epoch']}" if g["step_in_epoch"] == 0 else \
+            f"epoch {g['epoch'] + 1}, step {g['step_in_epoch']}"
+        self._say(f"saved the state of step {g['global_step']} ({where}); continue with: "
+                  f"mmvae train --resume --out {self.out}")
+
+    @contextlib.contextmanager
+    def _sigterm_raises(self):
+        """While training, SIGTERM raises :class:`Terminated` (so the last epoch end is saved), unless
+        the process already handles SIGTERM or this is not the main thread."""
+        if threading.current_thread() is not threading.main_thread() or \
+                signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+            yield
+            return
+
+        def terminated(signum, frame):
+            raise Terminated("SIGTERM")
+
+        signal.signal(signal.SIGTERM, terminated)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
     def _global_batches(self, epoch: int, start: int):
         """Row indices of the epoch's global batches from ``start`` on (identical on every rank)."""
@@ -391,7 +468,7 @@ class Trainer:
         (clipping to infinity would rescale every gradient by 1.0 for nothing)."""
         if self.cfg.grad_clip:
             return torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
-        grads = [q.grad for q in self.model.parameters() if q.grad is not None]
+        grads = [q.grad for q in self.params if q.grad is not None]
         if not grads:
             return torch.zeros(())
         return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
@@ -445,9 +522,11 @@ class Trainer:
         if improved:
             p.best_val = val_loss
         self._log(record)
-        if improved and self.dist.is_main:
-            integrity.commit(self.out, {BEST: weights_writer(self.model, p.__dict__)})
-        self._checkpoint()
+        self._checkpoint(save=False)
+        if improved:    # the weights of this epoch end, written with the next checkpoint
+            self.best = {"model": self.good["model"], "progress": self.good["progress"]}
+        if self._save_due() or stop or p.epoch >= cfg.epochs:    # due, or the run stops here
+            self._save()
         if self.tb is not None:
             self.tb.samples(self.model, self.splits.test, p.global_step, cfg.seed)
         left = cfg.epochs - p.epoch
@@ -511,6 +590,7 @@ class Trainer:
         p = self.progress
         where = f"epoch {epoch + 1}, step {p.step_in_epoch + 1} (global step {p.global_step + 1})"
         good = self.good["progress"]
+        self._save()    # the rollback point (and any best weights) on disk before going on, or stopping
         if p.rollbacks >= self.cfg.max_rollbacks:
             self._log({"event": "diverged", "epoch": epoch + 1, "step": p.global_step + 1, "what": what,
                        "rollbacks": p.rollbacks})
