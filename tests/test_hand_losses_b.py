@@ -95,7 +95,7 @@ def test_mmvaeplus_hand_loss_is_the_library_objective(monkeypatch):
     plain = iwae.loss(Batch(dict(x)), 1.0, noise=FixedNoise({"z": eps}, seed=None))[0]
     torch.testing.assert_close(plain, lib)
     assert_grads_differ(iwae, plain, h.loss(iwae, x, {"z": eps}))
-    monkeypatch.setattr(h, "SCALE", 0.7)
+    monkeypatch.setattr(hand("common"), "SCALE", 0.7)   # the shared likelihood scale
     assert not torch.allclose(h.loss(model, x, {"z": eps}), lib)
 
 
@@ -111,7 +111,7 @@ def test_dmvae_hand_loss_is_the_library_objective(monkeypatch):
     assert assert_same(model, lib, h.loss(model, x, {"z": eps})) >= 20
     # can fail: another noise draw, a wrong likelihood scale
     assert not torch.allclose(h.loss(model, x, {"z": eps.flip(1)}), lib)
-    monkeypatch.setattr(h, "SCALE", 0.7)
+    monkeypatch.setattr(hand("common"), "SCALE", 0.7)   # the shared likelihood scale
     assert not torch.allclose(h.loss(model, x, {"z": eps}), lib)
 
 
@@ -128,7 +128,7 @@ def test_mhvae_hand_loss_is_the_library_objective(monkeypatch):
     assert assert_same(model, lib, h.loss(model, x, eps)) >= 30
     # can fail: the levels' noise swapped, a wrong likelihood scale
     assert not torch.allclose(h.loss(model, x, {"z1": eps["z2"], "z2": eps["z1"], "z3": eps["z3"]}), lib)
-    monkeypatch.setattr(h, "SCALE", 0.7)
+    monkeypatch.setattr(hand("common"), "SCALE", 0.7)   # the shared likelihood scale
     assert not torch.allclose(h.loss(model, x, eps), lib)
 
 
@@ -182,7 +182,7 @@ def test_nexus_hand_loss_is_the_library_objective(dropout, monkeypatch):
     # can fail: another pick (with dropout), a wrong likelihood scale
     if dropout:
         assert not torch.allclose(h.loss(model, x, {**eps, "dropout": picks["dropout"].flip(1)}), lib)
-    monkeypatch.setattr(h, "SCALE", 0.7)
+    monkeypatch.setattr(hand("common"), "SCALE", 0.7)   # the shared likelihood scale
     assert not torch.allclose(h.loss(model, x, {**eps, **picks}), lib)
 
 
@@ -203,5 +203,5 @@ def test_jnf_stage0_hand_loss_is_the_library_objective(k, monkeypatch):
     model.beta = 2.0
     assert not torch.allclose(h.loss(model, x, {"z": eps}), lib)
     model.beta = 1.0
-    monkeypatch.setattr(h, "SCALE", 0.7)
+    monkeypatch.setattr(hand("common"), "SCALE", 0.7)   # the shared likelihood scale
     assert not torch.allclose(h.loss(model, x, {"z": eps}), lib)

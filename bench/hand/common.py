@@ -13,15 +13,26 @@ NORMAL_CONST = -math.log(SCALE) - 0.5 * math.log(2 * math.pi)   # per dimension
 LAPLACE_CONST = -math.log(2 * SCALE)
 
 
-def log_lik(m: str, out, x):
-    """log p(x_m | decoder output), summed over the last axis."""
-    if m == "a":
+KIND = {"a": "normal", "b": "categorical", "c": "laplace"}
+
+
+def log_lik_kind(kind: str, out, x):
+    """log p(x | decoder output) of a likelihood kind (``normal``/``laplace`` with scale 0.75 or
+    ``categorical`` logits), summed over the last axis."""
+    if kind == "normal":
         return (-0.5 / SCALE ** 2) * (x - out).pow(2).sum(-1) + NORMAL_CONST * x.shape[-1]
-    if m == "c":
+    if kind == "laplace":
         return (-1 / SCALE) * (x - out).abs().sum(-1) + LAPLACE_CONST * x.shape[-1]
-    if m == "b":
+    if kind == "categorical":
         return (x * F.log_softmax(out, dim=-1)).sum(-1)
-    raise KeyError(f"no benchmark likelihood for modality {m!r}")
+    raise KeyError(f"no benchmark likelihood of kind {kind!r}")
+
+
+def log_lik(m: str, out, x):
+    """log p(x_m | decoder output) by modality name, summed over the last axis."""
+    if m not in KIND:
+        raise KeyError(f"no benchmark likelihood for modality {m!r}")
+    return log_lik_kind(KIND[m], out, x)
 
 
 def head(out):

@@ -10,24 +10,11 @@ one sample per ELBO, closed-form Gaussian KLs; scales softplus(raw) + 1e-6, the 
 Noise: ``noise["z"]`` standard normal ε (1, M + 1, B, S + M·P) in the library's layout (stratum 0 the
 product, then the experts in modality order; z from ε[..., :S], w_n from n's slot); None draws it.
 """
-import math
 
 import torch
 import torch.nn.functional as F
 
-SCALE = 0.75   # likelihood scale of the vector modalities
-
-
-def log_lik(kind, out, x):
-    if kind == "categorical":
-        return (x * F.log_softmax(out, -1)).sum(-1)
-    if kind == "laplace":
-        return -(x - out).abs().sum(-1) / SCALE - x.shape[-1] * math.log(2 * SCALE)
-    return -(x - out).square().sum(-1) / (2 * SCALE ** 2) - x.shape[-1] * math.log(SCALE * math.sqrt(2 * math.pi))
-
-
-def kl_std_normal(loc, scale):
-    return 0.5 * (loc.square() + scale.square() - 1 - 2 * scale.log()).sum(-1)
+from .common import log_lik_kind as log_lik, kl_std as kl_std_normal
 
 
 def loss(model, x, noise=None):

@@ -17,15 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch.distributions import Laplace
 
-SCALE = 0.75   # likelihood scale of the vector modalities
-
-
-def log_lik(kind, out, x):
-    if kind == "categorical":
-        return (x * F.log_softmax(out, -1)).sum(-1)
-    if kind == "laplace":
-        return -(x - out).abs().sum(-1) / SCALE - x.shape[-1] * math.log(2 * SCALE)
-    return -(x - out).square().sum(-1) / (2 * SCALE ** 2) - x.shape[-1] * math.log(SCALE * math.sqrt(2 * math.pi))
+from .common import log_lik_kind as log_lik
 
 
 def laplace_lp(z, loc, scale):

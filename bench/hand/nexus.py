@@ -19,19 +19,7 @@ from itertools import combinations
 import torch
 import torch.nn.functional as F
 
-SCALE = 0.75   # likelihood scale of the vector modalities
-
-
-def log_lik(kind, out, x):
-    if kind == "categorical":
-        return (x * F.log_softmax(out, -1)).sum(-1)
-    if kind == "laplace":
-        return -(x - out).abs().sum(-1) / SCALE - x.shape[-1] * math.log(2 * SCALE)
-    return -(x - out).square().sum(-1) / (2 * SCALE ** 2) - x.shape[-1] * math.log(SCALE * math.sqrt(2 * math.pi))
-
-
-def kl_std_normal(loc, scale):
-    return 0.5 * (loc.square() + scale.square() - 1 - 2 * scale.log()).sum(-1)
+from .common import log_lik_kind as log_lik, kl_std as kl_std_normal
 
 
 def kept(model, b, noise, like):
