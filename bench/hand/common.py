@@ -51,6 +51,14 @@ def kl_std(mu, s):
     return (0.5 * (mu.pow(2) + s.pow(2) - 1) - torch.log(s)).sum(-1)
 
 
+def product_of_experts(mu_e, s_e):
+    """The official codes' Gaussian product of the experts (M, B, D) without a prior expert (precision
+    1 / (σ² + 1e-8)): its (μ, σ)."""
+    precision = 1 / (s_e.pow(2) + 1e-8)
+    var = 1 / precision.sum(0)
+    return var * (precision * mu_e).sum(0), var.sqrt()
+
+
 def draw(noise, name: str, like):
     """Standard-normal ε like ``like``: ``noise[name]`` when given (the tests' fixed noise), else fresh."""
     return torch.randn_like(like) if noise is None else noise[name]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from .common import draw, head, kl_normal, kl_std, log_lik
+from .common import draw, head, kl_normal, kl_std, log_lik, product_of_experts
 
 ALPHA, BETA = 5 / 6, 1.0
 
@@ -18,9 +18,7 @@ ALPHA, BETA = 5 / 6, 1.0
 def loss(model, x, noise=None):
     names = list(x)
     mu_e, s_e = (torch.stack(t) for t in zip(*(head(model.encoders[m](x[m])) for m in names)))   # (M, B, D)
-    precision = 1 / (s_e.pow(2) + 1e-8)
-    var = 1 / precision.sum(0)
-    mu, s = var * (precision * mu_e).sum(0), var.sqrt()
+    mu, s = product_of_experts(mu_e, s_e)
     z = mu + s * draw(noise, "z", mu)
     rec = sum(log_lik(m, model.decoders[m](z), x[m]) for m in names)
     kl_views = kl_normal(mu, s, mu_e, s_e).sum(0)
