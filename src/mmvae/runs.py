@@ -103,8 +103,24 @@ def check_saved_run(saved: dict, path: Path) -> dict:
 
 
 def read_run(path: str | Path) -> dict:
-    """config.json of a run folder, parsed and checked (UserError naming the problem otherwise)."""
-    return check_saved_run(read_run_config(Path(path)), Path(path))
+    """config.json of a run folder, parsed and checked (UserError naming the problem otherwise), with the
+    network of every modality named (``with_recorded_networks``)."""
+    return with_recorded_networks(check_saved_run(read_run_config(Path(path)), Path(path)))
+
+
+def with_recorded_networks(saved: dict) -> dict:
+    """Runs record the network of every modality in ``config.network`` (models/registry.build_model). A run
+    saved before they did rebuilds with what it was trained with: the data's own network, else the network
+    registered under the modality's kind name (fixed aliases in nets/registry.py), whatever today's
+    defaults are."""
+    cfg = saved["config"]
+    chosen = dict(cfg.get("network") or {})
+    used = cfg.get("modalities") or [d["name"] for d in saved["modalities"]]
+    for d in saved["modalities"]:
+        if d["name"] in used and d["name"] not in chosen:
+            chosen[d["name"]] = d.get("network") or d["kind"]
+    cfg["network"] = chosen
+    return saved
 
 
 def check_data_matches_run(specs: dict[str, ModalitySpec], saved: dict, path: Path, dataset: str) -> None:

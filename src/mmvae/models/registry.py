@@ -14,7 +14,7 @@ from ..distributions.prior import prior_kind
 from ..errors import UserError
 from ..fusion.fusions import FUSIONS
 from ..nets.activations import activation_class
-from ..nets.registry import with_networks
+from ..nets.registry import resolve_networks, with_networks
 from ..objectives.estimators import make_estimator
 from ..objectives.subsampled import SubsampledObjective
 from .multimodal import MultimodalVAE
@@ -31,6 +31,8 @@ class ModelEntry:
     max_modalities: int | None = None
     options: tuple[str, ...] = ()   # model-specific --set keys accepted into Config.extra
     complete_rows: bool = False     # the model cannot use masks: paired_fraction < 1 is refused at build time
+    networks: dict[str, str] = field(default_factory=dict)  # modality kind -> network name, where the model's
+                                                             # default differs from nets/registry.KIND_NETWORK
 
 
 MODELS: dict[str, ModelEntry] = {}
@@ -38,10 +40,10 @@ MODELS: dict[str, ModelEntry] = {}
 
 def register_model(name: str, paper: str, description: str, defaults: dict | None = None,
                    min_modalities: int = 1, max_modalities: int | None = None, options: tuple[str, ...] = (),
-                   complete_rows: bool = False):
+                   complete_rows: bool = False, networks: dict | None = None):
     def deco(build):
         MODELS[name] = ModelEntry(name, paper, description, build, dict(defaults or {}), min_modalities,
-                                  max_modalities, options, complete_rows)
+                                  max_modalities, options, complete_rows, dict(networks or {}))
         return build
 
     return deco
@@ -176,8 +178,12 @@ def build_model(specs: dict, cfg: Config, encoders: dict | None = None, decoders
     resolve(cfg, entry)
     if cfg.posterior not in ("normal", "laplace"):
         raise UserError(f"posterior '{cfg.posterior}' is unknown: use normal or laplace")
-    specs = with_networks(specs, cfg.network)
+    specs = with_networks(specs, cfg.network)   # checks the names first
     networks = {k: v for k, v in (("encoders", encoders), ("decoders", decoders)) if v}
+    own = {m for nets in networks.values() for m in nets}   # modalities with the caller's own networks
+    resolved = resolve_networks({m: s for m, s in specs.items() if m not in own}, cfg.network, entry.networks)
+    cfg.network = {**{m: v for m, v in (cfg.network or {}).items() if m in own}, **resolved}   # saved in config.json
+    specs = with_networks(specs, resolved)
     for kind, nets in networks.items():
         if set(nets) - set(specs):
             raise UserError(f"{kind} given for unknown modalities {sorted(set(nets) - set(specs))}; "

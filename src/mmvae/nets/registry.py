@@ -64,12 +64,16 @@ def label_networks(spec: ModalitySpec, latent_dim: int, hidden: int, activation=
 
 
 @register_network("vector")
+@register_network("mlp2")
 def vector_networks(spec: ModalitySpec, latent_dim: int, hidden: int, activation=None):
+    """MLP encoder and decoder with two hidden layers of ``hidden`` over the flattened input."""
     return mlp_pair(spec, latent_dim, (hidden, hidden), activation)
 
 
 @register_network("text")
+@register_network("text-cnn")
 def text_networks(spec: ModalitySpec, latent_dim: int, hidden: int, activation=None):
+    """The 1-D convolutional text pair over one-hot characters (nets/text.py)."""
     act = activation_class(activation)
     return TextEncoder(spec.shape, latent_dim, activation=act), TextDecoder(spec.shape, latent_dim, activation=act)
 
@@ -103,6 +107,23 @@ def mvae_mlp_networks(spec: ModalitySpec, latent_dim: int, hidden: int, activati
     act = activation_class(activation, nn.SiLU)
     return (MLPEncoder(spec.shape, latent_dim, (hidden,) * 2, activation=act),
             MLPDecoder(spec.shape, latent_dim, (hidden,) * 3, activation=act))
+
+
+# The network each modality kind gets when neither the data nor the user names one, chosen by measurement
+# (docs/defaults.md). A run records the resolved name of every modality's network in its config.json
+# (``network``), so this table may change without changing how saved runs rebuild. The kind names
+# registered above ("image", "categorical", "vector", "text") stay fixed aliases: they are what runs saved
+# before networks were recorded rebuild with (runs.read_run).
+KIND_NETWORK = {"image": "mlp", "categorical": "mlp", "vector": "mlp2", "text": "text-cnn"}
+
+
+def resolve_networks(specs: Mapping[str, ModalitySpec], choice: Mapping[str, str] | None,
+                     model_defaults: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The registered network name of every modality: the user's choice (``--set network.<m>=NAME``), else
+    the data's own (``ModalitySpec.network``), else the model's default for the kind, else ``KIND_NETWORK``."""
+    choice, model_defaults = dict(choice or {}), dict(model_defaults or {})
+    return {m: choice.get(m) or s.network or model_defaults.get(s.kind) or KIND_NETWORK.get(s.kind, "mlp2")
+            for m, s in specs.items()}
 
 
 def with_networks(specs: Mapping[str, ModalitySpec], choice: Mapping[str, str] | None) -> dict[str, ModalitySpec]:
