@@ -474,7 +474,7 @@ def plan(args) -> list[dict]:
     for j in jobs:
         if row_key(j) in done:
             continue
-        same = by_run.get(row_key(dict(j, config="")))
+        same = None if args.fresh else by_run.get(row_key(dict(j, config="")))
         if same is not None:
             copy_row(same, j["config"])
         elif row_key(dict(j, config="")) in first:
@@ -994,6 +994,9 @@ def main() -> None:
     ap.add_argument("--default-run", action="store_true", help="time and score `mmvae train` with no arguments")
     ap.add_argument("--default-args", help="with --default-run: extra arguments, e.g. '--model mopoe' (to compare)")
     ap.add_argument("--dry-run", action="store_true", help="list the runs that would go")
+    ap.add_argument("--fresh", action="store_true",
+                    help="run a label even where a cached row of another label trained the same thing (to pair "
+                         "two configurations under the same load, e.g. default+checkpoint_every=60 beside a change)")
     ap.add_argument("--judges", default=CLASSIFIER_SET, choices=["1", CLASSIFIER_SET],
                     help=f"classifier set: {CLASSIFIER_SET} (the bench's own, trained on first use) or 1 (the first "
                          "rows' classifiers, where they exist: joins that dataset's set-1 table without retraining)")
