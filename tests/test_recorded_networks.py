@@ -23,7 +23,14 @@ SPECS = {"image": ModalitySpec("image", "image", (1, 28, 28), "bernoulli"),
 def test_build_model_resolves_every_network_into_the_config():
     cfg = Config(model="mmvae", hidden=8, latent_dim=3)
     build_model(SPECS, cfg)
-    assert cfg.network == {"image": "mlp", "text": "text-cnn", "vec": "mlp2", "label": "mlp"}
+    assert cfg.network == {"image": "mlp", "text": "mlp", "vec": "mlp2", "label": "mlp"}
+
+
+def test_long_text_keeps_the_convolutional_network():
+    specs = {"image": SPECS["image"], "text": ModalitySpec("text", "text", (32, 200), "categorical")}
+    cfg = Config(model="mmvae", hidden=8, latent_dim=3)
+    build_model(specs, cfg)
+    assert cfg.network["text"] == "text-cnn"
 
 
 def test_choice_and_data_networks_win_over_the_defaults():
@@ -31,18 +38,25 @@ def test_choice_and_data_networks_win_over_the_defaults():
     cfg = Config(model="mopoe", hidden=8, latent_dim=3, network={"text": "mlp"})
     build_model(specs, cfg)
     assert cfg.network["image"] == "mnist-mlp" and cfg.network["text"] == "mlp"
+    cfg = Config(model="mopoe", hidden=8, latent_dim=3, network={"text": "text-cnn"})
+    build_model(specs, cfg)
+    assert cfg.network["text"] == "text-cnn"
 
 
 def test_a_models_own_kind_default_is_recorded(monkeypatch):
-    monkeypatch.setattr(MODELS["mmvae"], "networks", {"text": "mlp"})
+    monkeypatch.setattr(MODELS["mmvae"], "networks", {"text": "text-cnn"})
     cfg = Config(model="mmvae", hidden=8, latent_dim=3)
     model = build_model(SPECS, cfg)
-    assert cfg.network["text"] == "mlp"
-    assert type(model.encoders["text"]).__name__ == "MLPEncoder"
+    assert cfg.network["text"] == "text-cnn"
+    assert type(model.encoders["text"]).__name__ == "TextEncoder"
 
 
-def test_kind_aliases_build_what_the_recorded_names_build():
-    for kind, name in nets.KIND_NETWORK.items():
+# What each kind name built when runs did not record their networks (and must keep building).
+LEGACY = {"image": "mlp", "categorical": "mlp", "vector": "mlp2", "text": "text-cnn"}
+
+
+def test_kind_aliases_build_what_they_always_built():
+    for kind, name in LEGACY.items():
         spec = next(s for s in SPECS.values() if s.kind == kind)
         torch.manual_seed(0)
         a = nets.default_networks(spec.__class__(**{**spec.__dict__, "network": kind}), 3, 8)

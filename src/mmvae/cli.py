@@ -13,10 +13,12 @@ from .threads import default_threads, set_threads
 EPILOG = """defaults, chosen by measurement (bench/quality.py, docs/defaults.md): vae, mvae, mmvae, mopoe and meme have
   Gaussian posteriors, an N(0, I) prior, uniform weights and the ELBO (meme: its own bound); images in [0, 1]
   (grey or colour, built-in or .npz): Bernoulli likelihood, an MLP with one hidden layer of `hidden` units;
-  labels and words: Categorical; other arrays: Normal with scale default_scale. Papers' settings: --preset NAME.
+  labels and words: Categorical; text: an MLP over the one-hot words up to 4096 inputs (L x V), else text-cnn;
+  other arrays: Normal with scale default_scale, an MLP with two hidden layers. Each run's config.json names
+  every modality's network (config.network). Papers' settings: --preset NAME.
 common --set keys: objective=elbo|iwae|dreg  k=K  beta=B  warmup=EPOCHS  posterior=normal|laplace
   likelihood.<modality>=bernoulli|continuous_bernoulli|normal|laplace|categorical  scale.<modality>=0.75|learned
-  network.<modality>=mlp|conv|mnist-mlp|mvae-mlp  weights=uniform|rescale  weights.<modality>=λ
+  network.<modality>=mlp|mlp2|conv|text-cnn|mnist-mlp|mvae-mlp  weights=uniform|rescale  weights.<modality>=λ
   subsample_k=K (mvae)  data.<option>=V (e.g. data.modalities=5)
   paired_fraction=F  observed=<modality>|split  val_fraction=F  grad_clip=G  max_rollbacks=N  max_steps=N
   time_limit=SECONDS  checkpoint_every=SECONDS (0: every epoch; a SIGKILL loses at most this plus one epoch)
