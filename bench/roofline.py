@@ -247,6 +247,88 @@ def compare_pairs(pairs, reps: int, clock) -> list[str]:
     return lines
 
 
+def alternative_pairs(quick: bool = False) -> list[tuple[str, object, object]]:
+    """The ways tried for the last layer (and the sub-pixel form on the middle layers), each against
+    oneDNN's transposed convolution on channels-last input (the library's path before the sub-pixel
+    layer). Every alternative is checked equal to ``F.conv_transpose2d`` before it is timed."""
+    import torch.nn.functional as F
+    from mmvae.nets.conv import _subpixel_forward, _subpixel_weight
+
+    cl = torch.channels_last
+
+    def autograd_subpixel(x, w, b):       # the sub-pixel form with autograd through its ops
+        n, _, h, wd = x.shape
+        c = w.shape[1]
+        y = F.conv2d(x, _subpixel_weight(w), None, padding=1)
+        s0, s1, s2, s3 = y.stride()
+        out = torch.as_strided(y, (n, c, h, 2, wd, 2), (s0, s1, s2, 2 * c * s1 + s2, s3, c * s1 + s3))
+        return out.reshape(n, c, 2 * h, 2 * wd) + b.view(-1, 1, 1)
+
+    def shuffle3x3(x, w, b):               # 3x3 convolution to 4C channels (2.25x the FLOPs) + pixel shuffle
+        c, cin = w.shape[1], w.shape[0]
+        k2 = _subpixel_weight(w).view(2, 2, c, cin, 2, 2)
+        k3 = w.new_zeros(c, 2, 2, cin, 3, 3)
+        for a in (0, 1):
+            for e in (0, 1):
+                k3[:, a, e, :, a:a + 2, e:e + 2] = k2[a, e]
+        return F.pixel_shuffle(F.conv2d(x, k3.view(4 * c, cin, 3, 3), b.repeat_interleave(4), padding=1), 2)
+
+    def matmul_fold(x, w, b):               # one matrix product + col2im (F.fold)
+        n, cin, h, wd = x.shape
+        cols = x.permute(0, 2, 3, 1).reshape(n * h * wd, cin) @ w.reshape(cin, -1)   # (N h w, C 16)
+        cols = cols.view(n, h * wd, -1).transpose(1, 2)
+        return F.fold(cols, (2 * h, 2 * wd), 4, padding=1, stride=2) + b.view(-1, 1, 1)
+
+    variants = {
+        "oneDNN transposed on NCHW input": (lambda x, w, b: F.conv_transpose2d(x, w, b, 2, 1), False),
+        "sub-pixel 2x2 + interleave, custom backward (kept)":
+            (lambda x, w, b: SubpixelTransposedConv.apply(x, w, b), True),
+        "sub-pixel 2x2 + interleave, autograd through it": (autograd_subpixel, True),
+        "3x3 conv to 4C + pixel_shuffle": (shuffle3x3, True),
+        "matmul + col2im (F.fold)": (matmul_fold, True),
+    }
+    layers = [(32, 1, 14), (32, 3, 14), (32, 3, 16)][: 1 if quick else 3]
+    pairs = []
+    for cin, c, size in layers + ([] if quick else [(64, 32, 7), (128, 64, 4)]):
+        torch.manual_seed(0)
+        w, b = (torch.randn(cin, c, 4, 4) * 0.05).requires_grad_(), torch.randn(c).requires_grad_()
+        x0 = torch.randn(3, cin, size, size, dtype=torch.float64).contiguous(memory_format=cl)
+        with torch.no_grad():
+            want = F.conv_transpose2d(x0, w.double(), b.double(), 2, 1)
+        names = variants if (cin, c, size) in layers else \
+            {k: v for k, v in variants.items() if k.startswith("sub-pixel 2x2 + interleave, custom")}
+        for rows, grad in ((2048, False), (640, True)):
+            x_cl = torch.randn(rows, cin, size, size).contiguous(memory_format=cl).requires_grad_(grad)
+            x_plain = x_cl.detach().contiguous().requires_grad_(grad)
+
+            def run(fn, x, grad=grad, w=w, b=b):
+                if grad:
+                    fn(x, w, b).sum().backward()
+                else:
+                    with torch.no_grad():
+                        fn(x, w, b)
+
+            def base(x_cl=x_cl, run=run, w=w, b=b):
+                run(lambda x, w_, b_: _convolve_weights(x, w_, b_), x_cl)
+
+            for name, (fn, channels_last) in names.items():
+                with torch.no_grad():
+                    got = fn(x0 if channels_last else x0.contiguous(), w.double(), b.double())
+                assert float((got - want).abs().max()) < 1e-10, name
+                what = "forward + backward, 640 rows" if grad else "forward, 2048 rows"
+                pairs.append((f"ConvT {cin}->{c} on {size}x{size}, {what}: {name}", base,
+                              partial(run, fn, x_cl if channels_last else x_plain)))
+    return pairs
+
+
+def _convolve_weights(x, w, b):
+    """oneDNN's transposed convolution as run_sequential ran it (channels-last, separate trained bias)."""
+    import torch.nn.functional as F
+    if torch.is_grad_enabled():
+        return F.conv_transpose2d(x, w, None, 2, 1).add_(b.view(-1, 1, 1))
+    return F.conv_transpose2d(x, w, b, 2, 1)
+
+
 def step_workloads(specs: list[tuple[str, str]], amp: bool = False) -> list[Workload]:
     """Loss, backward and the Trainer's optimizer (fused Adam); ``amp``: bf16 autocast of the forward."""
     out = []
@@ -296,11 +378,17 @@ def main(argv=None):
     ap.add_argument("--out", default="docs/results/roofline.md")
     ap.add_argument("--subpixel-only", action="store_true",
                     help="only the sub-pixel vs oneDNN comparison (printed; --out is not written)")
+    ap.add_argument("--alternatives", action="store_true",
+                    help="only the ways tried for the last decoder layer, against oneDNN (printed; no --out)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     torch.distributions.Distribution.set_default_validate_args(False)
     clock = CLOCKS[args.clock]
     t0, load = time.time(), os.getloadavg()[0]
+    if args.alternatives:
+        lines = compare_pairs(alternative_pairs(args.quick), args.reps, clock)
+        print("\n".join(lines).replace("oneDNN transposed, ms | sub-pixel, ms", "oneDNN transposed, ms | this way, ms"))
+        return
     if args.subpixel_only:
         print("\n".join(compare_pairs(subpixel_pairs(args.k, args.rows, args.quick), args.reps, clock)))
         return
@@ -337,6 +425,9 @@ def main(argv=None):
     subpixel = "\n".join(compare_pairs(subpixel_pairs(args.k, args.rows, args.quick), args.reps, clock))
     print(subpixel)
     subpixel_s = time.time() - t1
+    alternatives = "\n".join(compare_pairs(alternative_pairs(args.quick), args.reps, clock)).replace(
+        "oneDNN transposed, ms | sub-pixel, ms", "oneDNN transposed, ms | this way, ms")
+    print(alternatives)
     if not args.out:
         return
     cmd = "python bench/roofline.py " + " ".join(argv if argv is not None else sys.argv[1:])
@@ -351,7 +442,8 @@ Roofline: float32 matrix product {ROOF_SHAPE[0]}x{ROOF_SHAPE[1]} @ {ROOF_SHAPE[1
 FLOPs: `torch.utils.flop_counter.FlopCounterMode` on the timed call (convolutions and matrix products,
 forward and backward, 2 FLOPs per multiply-add); the share is the median over {args.reps} rounds of the
 workload's rate over the roofline's rate of that round. "default" = the library's networks
-(nets/conv.py: channels-last, 1x1 layers as matrix products, separate trained bias, in-place ReLU);
+(nets/conv.py: channels-last, 1x1 layers as matrix products, separate trained bias, in-place ReLU,
+the last layer as a sub-pixel convolution);
 "textbook" = the same layers run as the plain `nn.Sequential`. Training steps: model loss + backward +
 the Trainer's optimizer (fused Adam) on batch {BATCH} (bench/contenders.py settings, default networks); the
 bf16 row autocasts the forward pass as `--amp bf16` does (this CPU has AMX: its bf16 matrix products run
@@ -364,16 +456,28 @@ alone and all together.
 ## The last decoder layer as a sub-pixel convolution
 
 ConvTranspose2d(32 -> C, 4x4, stride 2, padding 1) with C = 1 or 3 gives oneDNN's transposed kernel
-only C output channels to vectorise over, and it ran at ~9% of the roofline forward. The same map is a
-stride-1 2x2 convolution of the input padded by one to 4C channels (one group per output phase) whose
-phases interleave into the 2x map (`nets/conv.SubpixelTransposedConv`; the backward is the transposed
-convolution's own). The library runs it for 4x4/2 transposed layers with 8 C_out <= C_in (the decoder's
-last layer); for the middle layers (64 -> 32, 128 -> 64 channels) the sub-pixel form was 0.5x forward
-and 0.76-0.91x forward + backward, so they keep the transposed kernel. Same process, same weights,
-{args.reps} interleaved rounds ({subpixel_s:.0f} s), process CPU time; the ratio is the median of the
-per-round ratios:
+only C output channels to vectorise over (the "oneDNN transposed" layer rows above). The same map is a
+stride-1 2x2 convolution of the input padded by one to 4C channels (one group per output phase (a, b))
+whose phases interleave into the 2x map: `nets/conv.SubpixelTransposedConv`, whose backward is the
+transposed convolution's own (`aten.convolution_backward`), so values and gradients are those of the
+textbook layer (tests/test_conv_fast.py, float64). The library runs it for 4x4/2 transposed layers with
+8 C_out <= C_in, i.e. the decoder's last layer only (the middle layers are slower that way: last rows of
+the second table). The FLOP counter counts the sub-pixel convolution's work (each phase computes one
+extra row and column of its (h+1)x(w+1) map: 15% more multiply-adds at 14x14), so "default" rows count
+slightly more FLOPs than "textbook" ones; the ratios below are times, not rates.
+
+Before (oneDNN's transposed kernel, the library's path until now) / after (sub-pixel), same process,
+same weights, {args.reps} interleaved rounds whose order alternates ({subpixel_s:.0f} s), process CPU time;
+the speed-up is the median of the per-round time ratios:
 
 {subpixel}
+
+The ways tried for the last layer, each against oneDNN's transposed convolution on channels-last input
+(the same protocol; every way is checked equal to `F.conv_transpose2d` in float64 first). "Autograd
+through it" differentiates the sub-pixel ops themselves (as_strided's backward is a slow scatter), which
+is why the kept version borrows the transposed convolution's backward:
+
+{alternatives}
 """)
     print(f"wrote {args.out}")
 
