@@ -460,7 +460,7 @@ only C output channels to vectorise over (the "oneDNN transposed" layer rows abo
 stride-1 2x2 convolution of the input padded by one to 4C channels (one group per output phase (a, b))
 whose phases interleave into the 2x map: `nets/conv.SubpixelTransposedConv`, whose backward is the
 transposed convolution's own (`aten.convolution_backward`), so values and gradients are those of the
-textbook layer (tests/test_conv_fast.py, float64). The library runs it for 4x4/2 transposed layers with
+textbook layer (tests/test_conv_fast.py, float64). The library runs it on CPU for 4x4/2 transposed layers with
 8 C_out <= C_in, i.e. the decoder's last layer only (the middle layers are slower that way: last rows of
 the second table). The FLOP counter counts the sub-pixel convolution's work (each phase computes one
 extra row and column of its (h+1)x(w+1) map: 15% more multiply-adds at 14x14), so "default" rows count

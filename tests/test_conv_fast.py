@@ -87,6 +87,7 @@ def test_only_the_last_layer_takes_the_subpixel_form():
     assert _is_subpixel_transposed(dec.net[7], torch.zeros(2, 32, 16, 16))
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert not _is_subpixel_transposed(dec.net[7], torch.zeros(2, 32, 16, 16))
+    assert not _is_subpixel_transposed(dec.net[7], torch.zeros(2, 32, 16, 16, device="meta"))   # not a CPU
     hooked = ConvDecoder((3, 32, 32), 20)
     hooked.net[7].register_forward_hook(lambda *a: None)
     assert not _is_subpixel_transposed(hooked.net[7], torch.zeros(2, 32, 16, 16))

@@ -135,13 +135,14 @@ def _is_subpixel_transposed(layer: nn.Module, h: Tensor) -> bool:
     """A 4x4/2 ConvTranspose2d (padding 1) to few output channels (8 C_out <= C_in): there the sub-pixel
     form runs 2.1-2.8x faster forward and 1.3-1.7x forward + backward, while for the decoder's middle
     layers (64 -> 32, 128 -> 64 channels) oneDNN's transposed kernel is faster (sub-pixel 0.5-0.6x
-    forward, 0.7-0.8x forward + backward; bench/roofline.py, docs/results/roofline.md). Not inside vmap (nets/stacked.py) and not under
-    autocast (the backward would see the uncast input): there the layer runs as it is."""
+    forward, 0.7-0.8x forward + backward; bench/roofline.py, docs/results/roofline.md). CPU only (where
+    it was measured; other devices run the layer as it is), not inside vmap (nets/stacked.py) and not
+    under autocast (the backward would see the uncast input)."""
     return (type(layer) is nn.ConvTranspose2d and _plain(layer) and layer.groups == 1
             and layer.kernel_size == (4, 4) and layer.stride == (2, 2) and layer.padding == (1, 1)
             and layer.output_padding == (0, 0) and layer.dilation == (1, 1) and layer.padding_mode == "zeros"
-            and 8 * layer.out_channels <= layer.in_channels and h.dim() == 4 and not _batched(h)
-            and not torch.is_autocast_enabled(h.device.type))
+            and 8 * layer.out_channels <= layer.in_channels and h.dim() == 4 and h.device.type == "cpu"
+            and not _batched(h) and not torch.is_autocast_enabled("cpu"))
 
 
 def run_sequential(seq: nn.Sequential, x: Tensor, subpixel: bool = True) -> Tensor:
