@@ -35,6 +35,8 @@ from mmvae.train.trainer import train
 
 ROOT = Path(__file__).resolve().parents[1]
 BASELINE = ["objective=elbo", "kl=analytic"]      # mmvae with the source's elbo_naive (fmmvae's default)
+STUDY = ["posterior=laplace", "weights=rescale"]  # the source's posteriors and llik_scaling, for both models
+                                                  # (the library's defaults are Gaussian and uniform since)
 
 
 def parse_variant(text: str) -> tuple[str, list[str]]:
@@ -50,7 +52,7 @@ def run_variant(text: str, args, out: Path, classifiers) -> dict:
         shutil.rmtree(folder)
     cfg = Config(model=model, dataset=args.dataset, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
                  out=str(folder))
-    apply_overrides(cfg, [*args.set, *(BASELINE if model == "mmvae" else []), *sets])
+    apply_overrides(cfg, [*STUDY, *args.set, *(BASELINE if model == "mmvae" else []), *sets])
     start = time.perf_counter()
     train(cfg, show_progress=False)
     seconds = time.perf_counter() - start

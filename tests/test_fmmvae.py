@@ -287,7 +287,7 @@ def test_cross_generation_is_the_mmvae_decoding_the_sources_shared_code(gen):
     model = fmmvae(VECTOR_SPECS).eval()
     x = random_batch(VECTOR_SPECS, 5, gen).data
     with torch.no_grad():
-        q = make_posterior("laplace", *model.encoders["a"](x["a"]))
+        q = make_posterior(model.posterior_family, *model.encoders["a"](x["a"]))
         expected = model.likelihoods["b"].mean(model.decoders["b"](q.loc))
         torch.manual_seed(3)
         sampled = model.likelihoods["b"].mean(model.decoders["b"](q.rsample()))

@@ -69,7 +69,7 @@ class FactorisedMMVAE(MultimodalVAE):
     and ``embed`` use."""
 
     def __init__(self, specs: Mapping, shared_dim: int, private_dim: int, objective, *,
-                 posterior: str = "laplace", hidden: int = 512, encoders: Mapping[str, nn.Module] | None = None,
+                 posterior: str = "normal", hidden: int = 512, encoders: Mapping[str, nn.Module] | None = None,
                  decoders: Mapping[str, nn.Module] | None = None,
                  private_encoders: Mapping[str, nn.Module] | None = None,
                  private_decoders: Mapping[str, nn.Module] | None = None, likelihoods=None, scales=None,
@@ -148,7 +148,7 @@ class FactorisedObjective:
                 "MMVAE (shared latent) + one unimodal VAE per modality (private latent) + a per-modality "
                 "contrast pushing the two encoders of each modality apart (options contrast=fission|infonce|none, "
                 "contrast_weight, temperature, private_dim)",
-                dict(objective="elbo", kl="analytic", posterior="laplace", weights="rescale", warmup=0.0),
+                dict(objective="elbo", kl="analytic", posterior="normal", weights="uniform", warmup=0.0),
                 min_modalities=2, options=("contrast", "contrast_weight", "temperature", "private_dim"))
 def build_fmmvae(specs, cfg: Config, encoders=None, decoders=None) -> FactorisedMMVAE:
     """``encoders``/``decoders`` replace the MMVAE's networks (the unimodal VAEs keep the defaults)."""

@@ -9,7 +9,9 @@ Speed (docs/results/roofline.md): the layers are plain ``nn.Sequential`` modules
 and checkpoints are those of the textbook network), but :func:`run_sequential` evaluates them the way
 the CPU runs fastest, with the same function: activations in channels-last layout (oneDNN's fast
 convolution kernels; 1.3-1.8x on the decoder's transposed convolutions), a transposed convolution of a
-1x1 map and a convolution whose kernel covers its whole input as one matrix product, and ReLU in place.
+1x1 map and a convolution whose kernel covers its whole input as one matrix product, ReLU in place, and
+the last decoder layer (4x4/2 to 1 or 3 channels, where oneDNN's transposed kernel starves for output
+channels) as a sub-pixel convolution (:class:`SubpixelTransposedConv`).
 """
 from __future__ import annotations
 
@@ -83,13 +85,75 @@ def _convolve(layer: nn.Module, h: Tensor) -> Tensor:
     return out.add_(bias.view(-1, 1, 1))
 
 
-def run_sequential(seq: nn.Sequential, x: Tensor) -> Tensor:
+def _subpixel_weight(weight: Tensor) -> Tensor:
+    """ConvTranspose2d weight (C_in, C, 4, 4) -> Conv2d weight (4C, C_in, 2, 2), output channel (a, b, c).
+
+    Per axis, out[2q + a] = in[q] w[1] + in[q-1] w[3] (a = 0) and in[q+1] w[0] + in[q] w[2] (a = 1); over the
+    input padded by one, that is a 2-tap correlation at r = q + a with taps K_a[t] = w[3 - a - 2t]."""
+    cin, c = weight.shape[:2]
+    taps = weight.flip(2, 3).reshape(cin, c, 2, 2, 2, 2)          # (C_in, c, t, a, s, b): w[3-u], u = 2t + a
+    return taps.permute(3, 5, 1, 0, 2, 4).reshape(4 * c, cin, 2, 2)
+
+
+def _subpixel_forward(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    n, _, h, w = x.shape
+    c = weight.shape[1]
+    y = F.conv2d(x, _subpixel_weight(weight), None if bias is None else bias.repeat(4), padding=1)
+    # y (N, 4C, h+1, w+1): out[n, c, 2q+a, 2p+b] = y[n, (a, b, c), q+a, p+b], a strided view of y in any layout
+    s0, s1, s2, s3 = y.stride()
+    phases = torch.as_strided(y, (n, c, h, 2, w, 2), (s0, s1, s2, 2 * c * s1 + s2, s3, c * s1 + s3))
+    return phases.reshape(n, c, 2 * h, 2 * w)                         # one copy, contiguous
+
+
+class SubpixelTransposedConv(torch.autograd.Function):
+    """``F.conv_transpose2d(x, weight, bias, stride=2, padding=1)`` for a 4x4 kernel, computed forward as a
+    sub-pixel (phase) convolution: a stride-1 2x2 convolution of the input padded by one to 4C channels,
+    one group per output phase (a, b), interleaved into the 2x map (Shi et al. 2016, "Real-time single
+    image and video super-resolution using an efficient sub-pixel CNN"; the phase identity of transposed
+    convolutions). The backward is the transposed convolution's own (``aten.convolution_backward``), so
+    gradients are those of the textbook layer; the bias gradient is a sum over the batch."""
+
+    @staticmethod
+    def forward(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        return _subpixel_forward(x, weight, bias)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, weight, _ = inputs
+        ctx.save_for_backward(x, weight)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        x, weight = ctx.saved_tensors
+        need_x, need_w, need_b = ctx.needs_input_grad
+        gx, gw, _ = torch.ops.aten.convolution_backward(grad, x, weight, None, (2, 2), (1, 1), (1, 1), True,
+                                                        (0, 0), 1, [need_x, need_w, False])
+        return gx, gw, grad.sum((0, 2, 3)) if need_b else None
+
+
+def _is_subpixel_transposed(layer: nn.Module, h: Tensor) -> bool:
+    """A 4x4/2 ConvTranspose2d (padding 1) to few output channels (8 C_out <= C_in): there the sub-pixel
+    form runs 2.1-2.8x faster forward and 1.3-1.7x forward + backward, while for the decoder's middle
+    layers (64 -> 32, 128 -> 64 channels) oneDNN's transposed kernel is faster (sub-pixel 0.5-0.6x
+    forward, 0.7-0.8x forward + backward; bench/roofline.py, docs/results/roofline.md). CPU only (where
+    it was measured; other devices run the layer as it is), not inside vmap (nets/stacked.py) and not
+    under autocast (the backward would see the uncast input)."""
+    return (type(layer) is nn.ConvTranspose2d and _plain(layer) and layer.groups == 1
+            and layer.kernel_size == (4, 4) and layer.stride == (2, 2) and layer.padding == (1, 1)
+            and layer.output_padding == (0, 0) and layer.dilation == (1, 1) and layer.padding_mode == "zeros"
+            and 8 * layer.out_channels <= layer.in_channels and h.dim() == 4 and h.device.type == "cpu"
+            and not _batched(h) and not torch.is_autocast_enabled("cpu"))
+
+
+def run_sequential(seq: nn.Sequential, x: Tensor, subpixel: bool = True) -> Tensor:
     """``seq(x)`` computed faster on CPU, for Sequentials of Conv2d, ConvTranspose2d, ReLU, Flatten and
     Unflatten (any other layer is called as it is): the same function of the same parameters.
 
     * a ConvTranspose2d of a 1x1 map (the decoder's first layer) is ``z @ W`` written straight into
       channels-last order (N, kh, kw, C_out);
     * a Conv2d whose kernel covers its input (the encoder's last layer) is ``F.linear`` of the flattened map;
+    * a 4x4/2 ConvTranspose2d to few channels (the decoder's last layer) runs as
+      :class:`SubpixelTransposedConv` (``subpixel=False``: as the other convolutions, for comparisons);
     * other convolutions run on channels-last activations; ReLU runs in place (its input is a fresh
       convolution output that nothing else holds);
     * the output is returned in the default (contiguous) layout.
@@ -110,6 +174,11 @@ def run_sequential(seq: nn.Sequential, x: Tensor) -> Tensor:
             fresh = True
         elif kind is nn.Conv2d and h.dim() == 4 and _is_pointwise_conv_of_map(layer, h):
             h = F.linear(h.flatten(1), layer.weight.flatten(1), layer.bias)[:, :, None, None]
+            fresh = True
+        elif subpixel and kind is nn.ConvTranspose2d and _is_subpixel_transposed(layer, h):
+            if not h.is_contiguous(memory_format=torch.channels_last):
+                h = h.contiguous(memory_format=torch.channels_last)
+            h = SubpixelTransposedConv.apply(h, layer.weight, layer.bias)
             fresh = True
         elif kind in (nn.Conv2d, nn.ConvTranspose2d) and h.dim() == 4:
             if not _batched(h) and not h.is_contiguous(memory_format=torch.channels_last):
@@ -141,14 +210,19 @@ class ConvEncoder(nn.Module):
 
 
 class ConvDecoder(nn.Module):
-    """z (N, latent_dim) -> image parameters (N, C, S, S)."""
+    """z (N, latent_dim) -> image parameters (N, C, S, S).
+
+    ``subpixel``: run the last layer as :class:`SubpixelTransposedConv` (the default; set False on an
+    instance to time the plain transposed convolution, as bench/roofline.py does)."""
+
+    subpixel = True
 
     def __init__(self, shape: tuple[int, int, int], latent_dim: int, activation: type[nn.Module] = nn.ReLU):
         super().__init__()
         self.net = _decoder_body(latent_dim, shape[0], 3 if shape[1] == 28 else 4, activation)
 
     def forward(self, z: Tensor) -> Tensor:
-        return run_sequential(self.net, z)
+        return run_sequential(self.net, z, self.subpixel)
 
 
 CONV_SIZES = (28, 32)
