@@ -472,7 +472,7 @@ def plan(args) -> list[dict]:
     by_run = {row_key(dict(r, config="")): r for r in read_rows()}
     todo, first = [], {}
     for j in jobs:
-        if row_key(j) in done:
+        if row_key(j) in done and not args.fresh:
             continue
         same = None if args.fresh else by_run.get(row_key(dict(j, config="")))
         if same is not None:
@@ -748,6 +748,11 @@ def target_rows() -> list[tuple[str, str, str, str]]:
                     or (model, dataset, scenario, budget) in seen:
                 continue
             seen.add((model, dataset, scenario, budget))
+            # every row that trained today's default, under any label (a rerun beside a change counts too)
+            # (a row copied under another label counts once)
+            ours = list({(r["seed"], r.get("when"), r["steps"], r.get("train_seconds")): r for k, rs in groups.items()
+                         if k[:3] == (model, dataset, "ours") and k[4:] == (scenario, budget)
+                         and rs[0]["fingerprint"] == ours[0]["fingerprint"] for r in rs}.values())
             ref = groups.get((model, dataset, "ref", "plain", scenario, budget))
             if not ref:
                 continue
@@ -995,8 +1000,9 @@ def main() -> None:
     ap.add_argument("--default-args", help="with --default-run: extra arguments, e.g. '--model mopoe' (to compare)")
     ap.add_argument("--dry-run", action="store_true", help="list the runs that would go")
     ap.add_argument("--fresh", action="store_true",
-                    help="run a label even where a cached row of another label trained the same thing (to pair "
-                         "two configurations under the same load, e.g. default+checkpoint_every=60 beside a change)")
+                    help="run even where the cache holds the row, or a row of another label that trained the same "
+                         "thing (to pair two configurations, or ours and the hand loop, under the same load); the "
+                         "new rows join the cached ones (tables and targets average every row of a configuration)")
     ap.add_argument("--judges", default=CLASSIFIER_SET, choices=["1", CLASSIFIER_SET],
                     help=f"classifier set: {CLASSIFIER_SET} (the bench's own, trained on first use) or 1 (the first "
                          "rows' classifiers, where they exist: joins that dataset's set-1 table without retraining)")
