@@ -683,9 +683,10 @@ def all_finite(tensors) -> bool:
     per element): a sum is finite only if every element is; a sum that overflows on finite elements falls
     back to the exact elementwise test, so the answer is exact either way."""
     tensors = [t.detach() for t in tensors if t.numel()]
-    if not tensors:
-        return True
-    if bool(torch.isfinite(torch.stack([t.sum(dtype=torch.float32) for t in tensors]).sum())):
+    sums: dict[torch.device, list[torch.Tensor]] = {}   # per device: Adam's step counts may sit on the CPU
+    for t in tensors:
+        sums.setdefault(t.device, []).append(t.sum(dtype=torch.float32))
+    if all(bool(torch.isfinite(torch.stack(s).sum())) for s in sums.values()):
         return True
     return all(bool(torch.isfinite(t).all()) for t in tensors)
 
