@@ -27,6 +27,7 @@ parameters through the same values. Findings (docs/models/partial-observation.md
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import math
 import sys
 from pathlib import Path
@@ -57,11 +58,17 @@ PATTERNS = {
 
 
 def reference(name: str):
-    sys.path.insert(0, str(ROOT / "bench"))
-    try:
-        return importlib.import_module(f"reference.{name}")
-    finally:
-        sys.path.remove(str(ROOT / "bench"))
+    """A module of bench/reference/, imported as the package ``bench_reference`` (tests/reference.py
+    already owns the name ``reference`` in this process)."""
+    package = "bench_reference"
+    if package not in sys.modules:
+        folder = ROOT / "bench" / "reference"
+        spec = importlib.util.spec_from_file_location(package, folder / "__init__.py",
+                                                      submodule_search_locations=[str(folder)])
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[package] = module
+        spec.loader.exec_module(module)
+    return importlib.import_module(f"{package}.{name}")
 
 
 class SharedEncoder(nn.Module):
