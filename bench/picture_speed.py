@@ -69,8 +69,9 @@ def one_cold(args) -> None:
 
 def cold(args, names: list[str]) -> None:
     """Each variant's import + first grid, in fresh processes, alternating."""
-    print(f"| dataset | {' | '.join(f'{v}: import + first grid, ms (median)' for v in names)}"
-          f"{' | now / before (paired median)' if args.before else ''} |\n|---|" + "---|" * (len(names) + bool(args.before)))
+    ratio = " | now / before (paired median)" if args.before else ""
+    print(f"| dataset | {' | '.join(f'{v}: import + first grid, ms (median)' for v in names)}{ratio} |\n|---|"
+          + "---|" * (len(names) + bool(args.before)))
     for dataset in args.datasets:
         cpu = {v: [] for v in names}
         for r in range(args.rounds):

@@ -34,6 +34,8 @@ def _pyplot():
 # again per process (docs/results/trainer-overhead.md).
 TAB10 = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
          "#17becf")   # matplotlib's default colour cycle: one colour per column of vectors
+
+
 @dataclass
 class Grid:
     """A composed grid: RGB pixels, and where each sample's tile lies in them."""
@@ -85,10 +87,11 @@ def compose_grid(rows: list[tuple[str, str, torch.Tensor]], specs: dict, n: int,
     Images are shown at an integer zoom (about 0.9 inch at ``dpi``), categorical samples as their class
     index, text as its decoded words, vectors as a line (one colour per column); ``caption`` below."""
     s = dpi / 80
-    cell, gap, row_gap, margin, label_w = round(72 * s), max(1, round(2 * s)), round(4 * s), round(4 * s), round(120 * s)
+    cell, gap, row_gap, margin = round(72 * s), max(1, round(2 * s)), round(4 * s), round(4 * s)
     fonts = {"title": _font(round(11 * s)), "class": _font(round(18 * s)), "text": _font(round(9 * s)),
              "caption": _font(round(10 * s))}
     rows = [(title, m, x[:n].detach().float().cpu()) for title, m, x in rows]
+    label_w = max([round(120 * s)] + [round(fonts["title"].getlength(t) + 12 * s) for t, _, _ in rows])
     is_image = [specs[m].kind == "image" and x.dim() == 4 for _, m, x in rows]
     zoom = {i: max(1, round(cell / max(x.shape[2:]))) for i, (_, _, x) in enumerate(rows) if is_image[i]}
     col_w = max([x.shape[3] * zoom[i] for i, (_, _, x) in enumerate(rows) if is_image[i]] or [cell])
