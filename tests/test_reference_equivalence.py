@@ -21,6 +21,11 @@ parameters through the same values. Findings (docs/models/partial-observation.md
   weights π is the reference's loss exactly (the same expectation; the reference has less variance).
 * meme: the same function once the reference's constants are the library's defaults (k = 4 fresh
   samples, reference K = 10; 128 pseudo-samples, reference 100), on the same pseudo-inputs.
+* fmmvae: the same function (naive MMVAE ELBO with analytic KL, 1/|S| per row; the unimodal ELBO of each
+  observed modality only; fission contrast Σ_m CE_m, CE_m averaged over the rows observing m and the
+  dimensions, on the very samples of the bounds, weight α / B), MMVAE and unimodal VAEs each on their own
+  shared linear networks. The library's FactorisedObjective takes no ``noise`` (``lib.loss(..., noise=)``
+  raises TypeError), so its two stratified draws (MMVAE experts first, then the VAEs) are patched.
 * scoring: bench/reference/adapter.py gives the library's fused posterior on every batch the scoring
   builds; for mvae it weights a partially observed row 0 (never reached by the scoring, stated below).
 """
@@ -380,3 +385,108 @@ def test_the_adapter_scores_the_posterior_the_library_scores(name, pattern):
                 torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-8)
             z = ours.loc[0]
             torch.testing.assert_close(lib.decode(z, [m])[m], adapter.decode(z, [m])[m])
+
+
+# ------------------------------------------------------------------------------- factorised MMVAE
+def fmmvae_models(**extra):
+    """The library's default fmmvae (``extra``: ``--set`` options) and bench/reference/fmmvae.py on shared
+    linear networks: one pair per modality for the MMVAE (``encoders``/``decoders``; the reference's
+    ``mods``) and one for each unimodal VAE (``model.private``; the reference's ``private``)."""
+    torch.manual_seed(0)
+    ref = reference("fmmvae").FMMVAE(SPECS).double()
+    cfg = default_config("fmmvae")
+    cfg.extra.update(extra)
+    nets = {}
+    for part in ("mods", "private"):
+        for m, spec in SPECS.items():
+            enc = nn.Linear(math.prod(spec.shape), 2 * D).double()
+            dec = nn.Linear(D, math.prod(spec.shape)).double()
+            with torch.no_grad():
+                enc.weight.mul_(0.5)
+                enc.bias[D:].uniform_(-1.0, 0.5)
+            getattr(ref, part)[m].enc, getattr(ref, part)[m].dec = nn.Sequential(enc), nn.Sequential(dec)
+            nets[part, m] = SharedEncoder(enc), SharedDecoder(dec, spec.shape)
+    lib = build_model(SPECS, cfg, encoders={m: nets["mods", m][0] for m in NAMES},
+                      decoders={m: nets["mods", m][1] for m in NAMES}).double()
+    for m in NAMES:                        # build_fmmvae takes the MMVAE's networks only: the VAEs' set here
+        lib.private.encoders[m], lib.private.decoders[m] = nets["private", m]
+    return lib, ref, cfg
+
+
+def fmmvae_noise():
+    """ε of the MMVAE's stratified draw (one per expert) and of the unimodal VAEs' draw, (M, 1, B, D) each."""
+    g = torch.Generator().manual_seed(6)
+    return (torch.randn(len(NAMES), 1, B, D, generator=g, dtype=torch.float64),
+            torch.randn(len(NAMES), 1, B, D, generator=g, dtype=torch.float64))
+
+
+def fmmvae_library_loss(lib, batch, eps_shared, eps_private, monkeypatch):
+    """The library's loss with its two stratified draws (the MMVAE's experts first, then the unimodal VAEs:
+    FactorisedObjective's order) given: loc + scale · ε. FactorisedObjective takes no ``noise`` argument, so
+    the draw itself is replaced (the estimator calls ``rsample_stratified(k)`` under the default noise; the
+    contrast reads back the very samples of the bounds through ``_Drawn.drawn``)."""
+    from mmvae.fusion.mixture import DiagonalMixture
+
+    queue = [eps_shared, eps_private]
+
+    def draw(self, k, *args, **kwargs):
+        eps = queue.pop(0)
+        assert eps.shape[:2] == (self.loc.shape[0], k)
+        return self.loc.unsqueeze(1) + self.scale.unsqueeze(1) * eps
+
+    with monkeypatch.context() as patch:
+        patch.setattr(DiagonalMixture, "rsample_stratified", draw)
+        loss, logs = lib.loss(batch, 1.0)
+    assert not queue, "the library drew fewer samples than given"
+    return loss, logs
+
+
+def fmmvae_reference_loss(ref, batch, eps_shared, eps_private):
+    """The reference draws, per modality m in order, s ~ q(s | x_m) then w ~ q(w_m | x_m)."""
+    eps = [e[g, 0] for g in range(len(NAMES)) for e in (eps_shared, eps_private)]
+    return reference_loss(reference("fmmvae"), ref, batch, eps)
+
+
+@pytest.mark.parametrize("pattern", list(PATTERNS))
+def test_fmmvae_default_is_the_reference_objective(pattern, monkeypatch):
+    """The same function on every pattern: naive MMVAE ELBO with analytic KL (1/|S| per row over the
+    observed experts, each reconstructing every observed modality), the unimodal ELBO of each observed
+    modality only, and the fission contrast Σ_m CE_m (CE_m the mean over the rows observing m and the
+    dimensions, on the very samples of the two bounds) with weight α / B = 1 / B; all over B rows."""
+    lib, ref, cfg = fmmvae_models()
+    assert (cfg.objective, cfg.kl, cfg.posterior, cfg.weights, cfg.k, cfg.warmup, cfg.beta) == \
+        ("elbo", "analytic", "normal", "uniform", 1, 0.0, 1.0)
+    assert lib.objective.contrast == "fission" and lib.objective.weight == 1.0 and lib.private_dim == lib.shared_dim == D
+    batch = make_batch(pattern)
+    eps_s, eps_p = fmmvae_noise()
+    lib_loss, logs = fmmvae_library_loss(lib, batch, eps_s, eps_p, monkeypatch)
+    ref_loss = fmmvae_reference_loss(ref, batch, eps_s, eps_p)
+    assert_same(lib, lib_loss, ref_loss)
+    assert float(logs["contrast"]) > 0
+
+
+@pytest.mark.parametrize("pattern", ["split", "mixed"])
+def test_fmmvae_comparison_sees_the_contrast_and_its_normalisation(pattern, monkeypatch):
+    """The comparison above can fail on the contrast: without it (``contrast=none``) the library is the
+    reference minus Σ_m CE_m / B exactly, a difference well above the tolerance; and the contrast's
+    per-modality mean over the rows observing m (not over all B rows) is what both use."""
+    batch = make_batch(pattern)
+    eps_s, eps_p = fmmvae_noise()
+    lib, ref, _ = fmmvae_models(contrast="none")
+    lib_loss, _ = fmmvae_library_loss(lib, batch, eps_s, eps_p, monkeypatch)
+    ref_loss = fmmvae_reference_loss(ref, batch, eps_s, eps_p)
+    # the reference's contrast, recomputed from its own encoders and the same samples
+    from mmvae.objectives.infonce import fission_cross_entropy
+    from torch.distributions import Normal
+
+    per_row, over_seen = 0.0, 0.0
+    for g, m in enumerate(NAMES):
+        (mu, logvar), (pmu, plogvar) = ref.mods[m].encode(batch.data[m]), ref.private[m].encode(batch.data[m])
+        qs, qp = Normal(mu, (0.5 * logvar).exp()), Normal(pmu, (0.5 * plogvar).exp())
+        ce = fission_cross_entropy(qs, qp, qs.loc + qs.scale * eps_s[g], qp.loc + qp.scale * eps_p[g]).mean(-1)
+        seen = batch.mask[m].double()
+        over_seen = over_seen + (seen * ce).sum() / seen.sum()
+        per_row = per_row + (seen * ce).sum() / B
+    assert_same(lib, lib_loss, ref_loss - over_seen / B)
+    assert abs(float((over_seen / B).detach())) > 1e-2
+    assert abs(float((over_seen - per_row).detach())) > 1e-3      # the two normalisations are told apart
