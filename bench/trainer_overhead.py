@@ -23,6 +23,15 @@ e.g. one exported with ``git archive``: before/after a change). It reports each 
 epochs' own seconds from metrics.jsonl::
 
     OMP_NUM_THREADS=1 python bench/trainer_overhead.py --cli --rounds 3 --variants "" "checkpoint_every=0"
+
+``--per-step`` times single optimizer steps instead, in one process: in each round ``--block`` steps of
+the bare loop (``model.loss``, ``zero_grad``, ``backward``, the Trainer's fused Adam), of ``Trainer._step``,
+and of ``Trainer._step`` with the divergence guard's former per-step pass over the gradients put back
+(the total norm, ``torch._foreach_norm``, and its finiteness test before ``optimizer.step``: the guard
+until issue 15 item 3), each on its own copy of the same weights, on the same batches, rotating order;
+CPU time, medians of the per-round ratios::
+
+    OMP_NUM_THREADS=1 python bench/trainer_overhead.py --per-step --rounds 40 --models mopoe mvae mmvae
 """
 from __future__ import annotations
 
@@ -90,7 +99,8 @@ def timed_fit(cfg: Config, splits, model, every: float | None) -> tuple[float, f
     with tempfile.TemporaryDirectory() as tmp:
         cfg.out = str(Path(tmp) / "run")
         t = Trainer(cfg, splits=splits, model=model, show_progress=False)
-        for name, part in (("_step", "steps"), ("validate", "validate"), ("_params_finite", "finite check"),
+        finite = "_state_finite" if hasattr(t, "_state_finite") else "_params_finite"   # (the name before item 3)
+        for name, part in (("_step", "steps"), ("validate", "validate"), (finite, "finite check"),
                            ("_snapshot", "snapshot"), ("_log", "metrics.jsonl"), ("_say", "epoch line"),
                            ("_finish", "samples.png")):
             setattr(t, name, clock.wrap(part, getattr(t, name)))
@@ -176,6 +186,73 @@ def cli_main(args) -> None:
               f"{rel:.3f} |")
 
 
+def former_guard(optimizer, model):
+    """``optimizer`` whose ``step`` first computes the total gradient norm and tests it (the former guard)."""
+    step = optimizer.step
+    params = list(model.parameters())
+
+    def guarded_step(*a, **k):
+        grads = [q.grad for q in params if q.grad is not None]
+        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+        if not bool(torch.isfinite(norm)):
+            raise RuntimeError("non-finite gradient")
+        return step(*a, **k)
+
+    optimizer.step = guarded_step
+    return optimizer
+
+
+def per_step_main(args) -> None:
+    """Per-step CPU time: bare loop, Trainer._step, Trainer._step with the former gradient-norm guard."""
+    torch.set_num_threads(1)
+    say(f"\nper optimizer step, CPU time, {args.rounds} rounds of {args.block} steps per contender (rotating order); "
+        f"mmvae {mmvae.__version__}, torch {torch.__version__}, 1 thread; load average {os.getloadavg()[0]:.2f} before")
+    say("\n| model | bare ms/step | Trainer._step / bare | with the former norm guard / bare | Trainer._step / with the former guard |")
+    say("|---|---|---|---|---|")
+    for name in args.models:
+        cfg = Config(seed=args.seed, epochs=1, device="cpu")
+        cfg.model, cfg.dataset = name, args.dataset or cfg.dataset
+        splits = load_dataset(cfg.dataset, seed=cfg.seed)
+        with tempfile.TemporaryDirectory() as tmp:
+            trainers = []
+            for i in range(2):
+                cfg.out = str(Path(tmp) / f"run{i}")
+                torch.manual_seed(cfg.seed)
+                trainers.append(Trainer(copy.deepcopy(cfg), splits=splits, show_progress=False))
+            trainers[1].model.load_state_dict(trainers[0].model.state_dict())
+            former_guard(trainers[1].optimizer, trainers[1].model)
+            for t in trainers:
+                t.started = time.time()
+            data = trainers[0].train_data
+            model = copy.deepcopy(trainers[0].model)
+            opt = make_adam(model.parameters(), lr=cfg.lr)
+            order = torch.randperm(len(data), generator=torch.Generator().manual_seed(cfg.seed))
+            batches = [order[i:i + cfg.batch_size] for i in range(0, len(order) - cfg.batch_size + 1, cfg.batch_size)]
+
+            def bare(k):
+                loss, _ = model.loss(data.batch(batches[k % len(batches)]), 1.0)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+
+            runs = {"bare": bare, "trainer": lambda k: trainers[0]._step(batches[k % len(batches)], 1.0),
+                    "former": lambda k: trainers[1]._step(batches[k % len(batches)], 1.0)}
+            times = {n: [] for n in runs}
+            for f in runs.values():      # warm-up: first-call allocations, Adam state
+                f(0)
+                f(1)
+            for r in range(args.rounds):
+                names = list(runs)
+                for n in names[r % 3:] + names[:r % 3]:
+                    c = time.process_time()
+                    for k in range(args.block):
+                        runs[n](r * args.block + k)
+                    times[n].append(time.process_time() - c)
+        med = lambda a, b: statistics.median(x / y for x, y in zip(times[a], times[b]))  # noqa: E731
+        say(f"| {name} on {cfg.dataset} | {statistics.median(times['bare']) / args.block * 1e3:.2f} | "
+            f"{med('trainer', 'bare'):.3f} | {med('former', 'bare'):.3f} | {med('trainer', 'former'):.3f} |")
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--cli", action="store_true", help="time whole `mmvae train` runs in subprocesses instead")
@@ -186,6 +263,9 @@ def main(argv=None) -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--every", type=float, nargs="+", default=[0.0, 60.0],
                     help="checkpoint_every values to fit with (seconds; 0: a checkpoint after every epoch)")
+    ap.add_argument("--per-step", action="store_true", help="time single optimizer steps instead (see above)")
+    ap.add_argument("--models", nargs="+", default=["mopoe"], help="--per-step: the models (default data)")
+    ap.add_argument("--block", type=int, default=8, help="--per-step: steps per contender per round")
     ap.add_argument("--model", default=None, help="default: the no-argument run's")
     ap.add_argument("--dataset", default=None)
     ap.add_argument("--seed", type=int, default=0)
@@ -193,6 +273,8 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     if args.cli:
         cli_main(args)
+    elif args.per_step:
+        per_step_main(args)
     else:
         fit_main(args)
     if args.out:

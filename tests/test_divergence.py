@@ -70,7 +70,9 @@ def test_one_non_finite_step_rolls_back_halves_lr_and_training_completes(tmp_pat
     epochs = [r for r in recs if "event" not in r]
     assert [r["epoch"] for r in epochs] == [1, 2, 3]
     assert [r["lr"] for r in epochs] == pytest.approx([2e-3, 1e-3, 1e-3])
-    assert calls["n"] == 3 * STEPS + 4                         # the 4 steps of epoch 2 were replayed
+    # The 4 steps of epoch 2 were replayed; a non-finite gradient is seen by the next step's loss check
+    # (its parameters are NaN after Adam), so one more forward ran before the rollback.
+    assert calls["n"] == 3 * STEPS + 4 + (kind == "gradient")
     weights = load_file(tmp_path / "run" / "model.safetensors")
     assert all(bool(torch.isfinite(w).all()) for w in weights.values())
     state = torch.load(tmp_path / "run" / "training_state.pt", weights_only=True)
@@ -116,3 +118,61 @@ def test_nan_before_any_epoch_ends_rolls_back_to_the_start(tmp_path):
         Trainer(cfg, model=model, show_progress=False).fit()
     state = torch.load(tmp_path / "run" / "training_state.pt", weights_only=True)
     assert state["progress"]["global_step"] == 0                   # only the step-0 checkpoint exists
+
+
+@pytest.mark.parametrize("kind", ["loss", "gradient"])
+def test_with_grad_clip_a_non_finite_gradient_is_caught_at_its_own_step(tmp_path, kind):
+    cfg = _cfg(tmp_path / "run", grad_clip=5.0)
+    model, calls = _poisoned(cfg, {STEPS + 4}, kind)
+    Trainer(cfg, model=model, show_progress=False).fit()
+    events = [r for r in _records(tmp_path / "run") if "event" in r]
+    assert [(e["what"], e["step"], e["resumed_from_step"]) for e in events] == [(kind, STEPS + 4, STEPS)]
+    assert calls["n"] == 3 * STEPS + 4                         # the clipping norm catches it before the update
+
+
+def test_non_finite_gradient_on_an_epochs_last_step_never_reaches_a_checkpoint(tmp_path):
+    """No next step in the epoch: the check before the snapshot catches the NaN parameters."""
+    cfg = _cfg(tmp_path / "run", checkpoint_every=0)
+    model, calls = _poisoned(cfg, {2 * STEPS}, "gradient")     # last step of epoch 2
+    Trainer(cfg, model=model, show_progress=False).fit()
+    recs = _records(tmp_path / "run")
+    events = [r for r in recs if "event" in r]
+    assert [(e["what"], e["epoch"], e["resumed_from_step"]) for e in events] == [("parameter", 2, STEPS)]
+    assert [r["epoch"] for r in recs if "event" not in r] == [1, 2, 3]
+    assert all(bool(torch.isfinite(w).all()) for w in load_file(tmp_path / "run" / "model.safetensors").values())
+    state = torch.load(tmp_path / "run" / "training_state.pt", weights_only=True)
+    assert state["progress"]["global_step"] == 3 * STEPS
+    for s in state["optimizer"]["state"].values():
+        assert all(bool(torch.isfinite(v).all()) for v in s.values())
+
+
+@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize("amsgrad", [False, True])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_adam_turns_a_non_finite_gradient_element_into_a_nan_parameter(fused, amsgrad, bad):
+    """What the guard relies on without a gradient pass: after Adam's step (fused or not, at any point
+    of training) every element whose gradient was non-finite is NaN, so the parameter check sees it."""
+    torch.manual_seed(0)
+    w = torch.nn.Parameter(torch.randn(50))
+    opt = torch.optim.Adam([w], lr=1e-3, amsgrad=amsgrad, fused=fused, foreach=None if fused else False)
+    for _ in range(3):   # some state first
+        w.grad = torch.randn(50)
+        opt.step()
+    g = torch.randn(50)
+    g[[3, 17]] = bad
+    w.grad = g
+    opt.step()
+    assert bool(torch.isnan(w[[3, 17]]).all())
+    assert int(torch.isfinite(w).sum()) == 48
+
+
+def test_all_finite_is_exact():
+    big = torch.full((1000,), 3e38)                            # finite, but its sum overflows
+    assert trainer_module.all_finite([big, torch.zeros(3)])
+    assert trainer_module.all_finite([]) and trainer_module.all_finite([torch.zeros(0)])
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        t = torch.zeros(10)
+        t[4] = bad
+        assert not trainer_module.all_finite([torch.ones(5), t])
+    mixed = torch.tensor([float("inf"), -float("inf")])        # sums to NaN: still found
+    assert not trainer_module.all_finite([mixed])

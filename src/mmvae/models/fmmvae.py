@@ -27,6 +27,7 @@ from torch.distributions import Distribution
 
 from ..config import Config
 from ..data.batch import Batch
+from ..distributions.noise import GLOBAL_NOISE, Noise
 from ..distributions.prior import prior_kind
 from ..errors import UserError
 from ..fusion.fusions import mixture_of_experts
@@ -44,13 +45,19 @@ class _Drawn(DiagonalMixture):
     compares the very samples of the bounds (as the source does)."""
 
     drawn: Tensor | None = None
+    name: str = "z"     # the name of its draws in a FixedNoise (distributions/noise.py)
 
     @staticmethod
-    def of(post: DiagonalMixture) -> "_Drawn":
-        return _Drawn(post.family, post.loc, post.scale, post.weight)
+    def of(post: DiagonalMixture, name: str) -> "_Drawn":
+        drawn = _Drawn(post.family, post.loc, post.scale, post.weight)
+        drawn.name = name
+        return drawn
 
-    def rsample_stratified(self, k: int) -> Tensor:
-        self.drawn = super().rsample_stratified(k)
+    def rsample_stratified(self, k: int, noise: Noise = GLOBAL_NOISE, name: str | None = None) -> Tensor:
+        if noise is GLOBAL_NOISE:   # (as the estimators: tests may stub rsample_stratified(k))
+            self.drawn = super().rsample_stratified(k)
+        else:
+            self.drawn = super().rsample_stratified(k, noise, self.name if name is None else name)
         return self.drawn
 
 
@@ -111,18 +118,21 @@ class FactorisedObjective:
         self.weight, self.temperature = float(weight), float(temperature)
         self.name = f"factorised-{estimator.name}"
 
-    def __call__(self, model: FactorisedMMVAE, batch: Batch, beta: float) -> tuple[Tensor, dict]:
+    def __call__(self, model: FactorisedMMVAE, batch: Batch, beta: float,
+                 noise: Noise = GLOBAL_NOISE) -> tuple[Tensor, dict]:
+        """``noise``: the draws of the shared latent are named ``s``, the private latents' ``w`` (and
+        ``s-contrast`` / ``w-contrast`` where the contrast needs fresh samples)."""
         names = list(batch.data)
         shared, private = model.encode_experts(batch), model.private.encode_experts(batch)
-        joint_post = _Drawn.of(mixture_of_experts(shared, batch.mask))
-        joint_loss, joint = self.estimator(model, batch, beta, joint_post, Strata(stratified=True))
-        uni_post = _Drawn.of(independent_experts(private, batch.mask))
+        joint_post = _Drawn.of(mixture_of_experts(shared, batch.mask), "s")
+        joint_loss, joint = self.estimator(model, batch, beta, joint_post, Strata(stratified=True), noise=noise)
+        uni_post = _Drawn.of(independent_experts(private, batch.mask), "w")
         uni_loss, unimodal = self.estimator(model.private, batch, beta, uni_post,
                                             Strata(independent=True, weight=uni_post.weight,
-                                                   members=[(m,) for m in names]))
+                                                   members=[(m,) for m in names]), noise=noise)
         if self.contrast == "fission":
-            term = fission_contrast(shared, private, self._samples(joint_post, names),
-                                    self._samples(uni_post, names), batch.mask)
+            term = fission_contrast(shared, private, self._samples(joint_post, names, noise),
+                                    self._samples(uni_post, names, noise), batch.mask)
             scaled = term / batch.size                                   # the source: batch sum − batch mean
         elif self.contrast == "infonce":
             term = paired_info_nce({m: shared[m].mean for m in names}, batch.mask, self.temperature)
@@ -135,12 +145,12 @@ class FactorisedObjective:
                 "contrast": term.detach()}
         return loss, logs
 
-    def _samples(self, post: _Drawn, names: list[str]) -> dict[str, Tensor]:
+    def _samples(self, post: _Drawn, names: list[str], noise: Noise = GLOBAL_NOISE) -> dict[str, Tensor]:
         """The samples the bound used, per modality (K, B, D); fresh ones when the estimator did not draw
         stratified samples or rescales their gradients with a hook (DReG), which the contrast must not get."""
         z = post.drawn
         if z is None or getattr(self.estimator, "detach_q", False):
-            z = post.rsample_stratified(max(1, getattr(self.estimator, "k", 1)))
+            z = post.rsample_stratified(max(1, getattr(self.estimator, "k", 1)), noise, f"{post.name}-contrast")
         return {m: z[g] for g, m in enumerate(names)}
 
 
