@@ -8,7 +8,6 @@ import torch
 from mmvae import Config, build_model
 from mmvae.cli import main
 from mmvae.data.dataset import ModalitySpec
-from mmvae.models.registry import MODELS
 from mmvae.nets import registry as nets
 from mmvae.runs import load_run
 
@@ -41,14 +40,6 @@ def test_choice_and_data_networks_win_over_the_defaults():
     cfg = Config(model="mopoe", hidden=8, latent_dim=3, network={"text": "text-cnn"})
     build_model(specs, cfg)
     assert cfg.network["text"] == "text-cnn"
-
-
-def test_a_models_own_kind_default_is_recorded(monkeypatch):
-    monkeypatch.setattr(MODELS["mmvae"], "networks", {"text": "text-cnn"})
-    cfg = Config(model="mmvae", hidden=8, latent_dim=3)
-    model = build_model(SPECS, cfg)
-    assert cfg.network["text"] == "text-cnn"
-    assert type(model.encoders["text"]).__name__ == "TextEncoder"
 
 
 # What each kind name built when runs did not record their networks (and must keep building).

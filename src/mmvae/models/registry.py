@@ -31,8 +31,6 @@ class ModelEntry:
     max_modalities: int | None = None
     options: tuple[str, ...] = ()   # model-specific --set keys accepted into Config.extra
     complete_rows: bool = False     # the model cannot use masks: paired_fraction < 1 is refused at build time
-    networks: dict[str, str] = field(default_factory=dict)  # modality kind -> network name, where the model's
-                                                             # default differs from nets/registry.KIND_NETWORK
 
 
 MODELS: dict[str, ModelEntry] = {}
@@ -40,10 +38,10 @@ MODELS: dict[str, ModelEntry] = {}
 
 def register_model(name: str, paper: str, description: str, defaults: dict | None = None,
                    min_modalities: int = 1, max_modalities: int | None = None, options: tuple[str, ...] = (),
-                   complete_rows: bool = False, networks: dict | None = None):
+                   complete_rows: bool = False):
     def deco(build):
         MODELS[name] = ModelEntry(name, paper, description, build, dict(defaults or {}), min_modalities,
-                                  max_modalities, options, complete_rows, dict(networks or {}))
+                                  max_modalities, options, complete_rows)
         return build
 
     return deco
@@ -178,10 +176,10 @@ def build_model(specs: dict, cfg: Config, encoders: dict | None = None, decoders
     resolve(cfg, entry)
     if cfg.posterior not in ("normal", "laplace"):
         raise UserError(f"posterior '{cfg.posterior}' is unknown: use normal or laplace")
-    specs = with_networks(specs, cfg.network)   # checks the names first
+    specs = with_networks(specs, cfg.network)   # the user's choices, names checked
     networks = {k: v for k, v in (("encoders", encoders), ("decoders", decoders)) if v}
     own = {m for nets in networks.values() for m in nets}   # modalities with the caller's own networks
-    resolved = resolve_networks({m: s for m, s in specs.items() if m not in own}, cfg.network, entry.networks)
+    resolved = resolve_networks({m: s for m, s in specs.items() if m not in own})
     cfg.network = {**{m: v for m, v in (cfg.network or {}).items() if m in own}, **resolved}   # saved in config.json
     specs = with_networks(specs, resolved)
     for kind, nets in networks.items():

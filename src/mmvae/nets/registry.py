@@ -130,12 +130,10 @@ def kind_network(spec: ModalitySpec) -> str:
     return KIND_NETWORK.get(spec.kind, "mlp2")
 
 
-def resolve_networks(specs: Mapping[str, ModalitySpec], choice: Mapping[str, str] | None,
-                     model_defaults: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The registered network name of every modality: the user's choice (``--set network.<m>=NAME``), else
-    the data's own (``ModalitySpec.network``), else the model's default for the kind, else ``kind_network``."""
-    choice, model_defaults = dict(choice or {}), dict(model_defaults or {})
-    return {m: choice.get(m) or s.network or model_defaults.get(s.kind) or kind_network(s) for m, s in specs.items()}
+def resolve_networks(specs: Mapping[str, ModalitySpec]) -> dict[str, str]:
+    """The registered network name of every modality: the spec's own (the data's, or the user's
+    ``--set network.<m>=NAME`` applied by ``with_networks``), else ``kind_network``."""
+    return {m: s.network or kind_network(s) for m, s in specs.items()}
 
 
 def with_networks(specs: Mapping[str, ModalitySpec], choice: Mapping[str, str] | None) -> dict[str, ModalitySpec]:
