@@ -3,7 +3,6 @@
 figures (matplotlib, imported when one is drawn)."""
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -14,6 +13,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from ..data.dataset import MultimodalDataset
 from ..data.partial import spread_rows
+from ..data.sources.font_digits import font_folder
 
 
 def _pyplot():
@@ -48,7 +48,7 @@ class Grid:
 @lru_cache(maxsize=16)
 def _font(px: int) -> ImageFont.FreeTypeFont:
     """DejaVu Sans (shipped in matplotlib's package data, as in its figures) at ``px`` pixels."""
-    bundled = Path(importlib.util.find_spec("matplotlib").origin).parent / "mpl-data" / "fonts" / "ttf"
+    bundled = Path(font_folder())
     if (bundled / "DejaVuSans.ttf").is_file():
         return ImageFont.truetype(str(bundled / "DejaVuSans.ttf"), px)
     from matplotlib import font_manager   # a matplotlib packaged without its fonts (a distribution's build)

@@ -11,6 +11,7 @@ numpy generator, drawn for all images before any rendering, so the pictures depe
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 from functools import lru_cache
 
@@ -40,9 +41,8 @@ CHUNK = 2048         # images rendered per vectorised pass (fixed: the noise str
 
 
 def font_folder() -> str:
-    import matplotlib
-
-    return os.path.join(matplotlib.get_data_path(), "fonts", "ttf")
+    """matplotlib's TrueType folder (mpl-data/fonts/ttf), found without importing matplotlib."""
+    return os.path.join(os.path.dirname(importlib.util.find_spec("matplotlib").origin), "mpl-data", "fonts", "ttf")
 
 
 @lru_cache(maxsize=1)
