@@ -262,6 +262,8 @@ def ours_fingerprint(model: str, specs, sets: list[str]) -> str:
     net = build_model(specs, cfg)
     d = {k: getattr(cfg, k, None) for k in FINGERPRINT_FIELDS}
     d["prior"] = d["prior"] or "standard"
+    if str(cfg.amp).lower() != "off":   # only when set, so the rows of fp32 runs keep their fingerprints
+        d["amp"] = str(cfg.amp).lower()
     d["likelihood"] = {m: cfg.likelihood.get(m, s.likelihood) for m, s in specs.items()}
     nets = [str(getattr(net, part, "")) for part in ("encoders", "decoders", "private_encoders")]
     text = json.dumps([d, nets], sort_keys=True, default=str)
