@@ -69,20 +69,24 @@ def _is_transposed_of_point(layer: nn.Module, h: Tensor) -> bool:
             and tuple(h.shape[-2:]) == (1, 1))
 
 
-def _convolve(layer: nn.Module, h: Tensor) -> Tensor:
+def _convolve(layer: nn.Module, h: Tensor, cast=None) -> Tensor:
     """The layer's convolution; when its bias is trained, the bias is added separately: oneDNN's fused
     bias gradient costs more than the convolution's own weight gradient here (1.2-1.4x per layer when
-    separate, measured in bench/roofline.py), while a sum over the batch is cheap."""
+    separate, measured in bench/roofline.py), while a sum over the batch is cheap. ``cast``: the
+    parameters' compute dtype under autocast (see :func:`run_sequential`)."""
     bias = layer.bias
-    if bias is None or not (torch.is_grad_enabled() and bias.requires_grad) or not _plain(layer) \
-            or layer.padding_mode != "zeros":
+    if cast is None and (bias is None or not (torch.is_grad_enabled() and bias.requires_grad) or not _plain(layer)
+                         or layer.padding_mode != "zeros"):
         return layer(h)
+    weight = layer.weight if cast is None else layer.weight.to(cast)
     if type(layer) is nn.Conv2d:
-        out = F.conv2d(h, layer.weight, None, layer.stride, layer.padding, layer.dilation, layer.groups)
+        out = F.conv2d(h, weight, None, layer.stride, layer.padding, layer.dilation, layer.groups)
     else:
-        out = F.conv_transpose2d(h, layer.weight, None, layer.stride, layer.padding, layer.output_padding,
+        out = F.conv_transpose2d(h, weight, None, layer.stride, layer.padding, layer.output_padding,
                                  layer.groups, layer.dilation)
-    return out.add_(bias.view(-1, 1, 1))
+    if bias is None:
+        return out
+    return out.add_((bias if cast is None else bias.to(cast)).view(-1, 1, 1))
 
 
 def _subpixel_weight(weight: Tensor) -> Tensor:
@@ -145,6 +149,24 @@ def _is_subpixel_transposed(layer: nn.Module, h: Tensor) -> bool:
             and not _batched(h) and not torch.is_autocast_enabled("cpu"))
 
 
+_CAST_KINDS = (nn.Conv2d, nn.ConvTranspose2d, nn.ReLU, nn.Flatten, nn.Unflatten)
+
+
+def _autocast_dtype(seq: nn.Sequential, x: Tensor):
+    """The dtype CPU autocast would compute ``seq``'s convolutions in (None when autocast is off, or some
+    layer is not one :func:`run_sequential` runs itself)."""
+    if x.device.type != "cpu" or not torch.is_autocast_enabled("cpu") or _batched(x):
+        return None
+    for layer in seq:
+        if type(layer) not in _CAST_KINDS or not _plain(layer) or getattr(layer, "padding_mode", "zeros") != "zeros":
+            return None
+    return torch.get_autocast_dtype("cpu")
+
+
+def _cast(t: Tensor | None, dtype) -> Tensor | None:
+    return t if t is None or dtype is None else t.to(dtype)
+
+
 def run_sequential(seq: nn.Sequential, x: Tensor, subpixel: bool = True) -> Tensor:
     """``seq(x)`` computed faster on CPU, for Sequentials of Conv2d, ConvTranspose2d, ReLU, Flatten and
     Unflatten (any other layer is called as it is): the same function of the same parameters.
@@ -156,8 +178,19 @@ def run_sequential(seq: nn.Sequential, x: Tensor, subpixel: bool = True) -> Tens
       :class:`SubpixelTransposedConv` (``subpixel=False``: as the other convolutions, for comparisons);
     * other convolutions run on channels-last activations; ReLU runs in place (its input is a fresh
       convolution output that nothing else holds);
+    * under CPU autocast (``--set amp=bf16``) the input and each parameter are cast to the autocast dtype
+      once and every layer runs in it, as autocast would run each convolution, but without autocast's
+      round trips: a bias in float32 added to a bf16 map, layouts lost in casts;
     * the output is returned in the default (contiguous) layout.
     """
+    cast = _autocast_dtype(seq, x)
+    if cast is None:
+        return _run_layers(seq, x, subpixel, None)
+    with torch.autocast("cpu", enabled=False):
+        return _run_layers(seq, x.to(cast), subpixel, cast)
+
+
+def _run_layers(seq: nn.Sequential, x: Tensor, subpixel: bool, cast) -> Tensor:
     h = x
     fresh = False   # h is a tensor this function created (safe to modify in place)
     for layer in seq:
@@ -167,23 +200,23 @@ def run_sequential(seq: nn.Sequential, x: Tensor, subpixel: bool = True) -> Tens
         elif kind in (nn.Conv2d, nn.ConvTranspose2d) and h.dim() == 4 and _is_transposed_of_point(layer, h):
             w = layer.weight                                                   # (C_in, C_out, kh, kw)
             cout, kh, kw = w.shape[1:]
-            weight = w.permute(0, 2, 3, 1).reshape(w.shape[0], kh * kw * cout)
-            bias = None if layer.bias is None else layer.bias.repeat(kh * kw)
+            weight = _cast(w.permute(0, 2, 3, 1).reshape(w.shape[0], kh * kw * cout), cast)
+            bias = None if layer.bias is None else _cast(layer.bias.repeat(kh * kw), cast)
             out = h.flatten(1) @ weight if bias is None else torch.addmm(bias, h.flatten(1), weight)
             h = out.view(h.shape[0], kh, kw, cout).permute(0, 3, 1, 2)       # channels-last (N, C, kh, kw)
             fresh = True
         elif kind is nn.Conv2d and h.dim() == 4 and _is_pointwise_conv_of_map(layer, h):
-            h = F.linear(h.flatten(1), layer.weight.flatten(1), layer.bias)[:, :, None, None]
+            h = F.linear(h.flatten(1), _cast(layer.weight.flatten(1), cast), _cast(layer.bias, cast))[:, :, None, None]
             fresh = True
         elif subpixel and kind is nn.ConvTranspose2d and _is_subpixel_transposed(layer, h):
             if not h.is_contiguous(memory_format=torch.channels_last):
                 h = h.contiguous(memory_format=torch.channels_last)
-            h = SubpixelTransposedConv.apply(h, layer.weight, layer.bias)
+            h = SubpixelTransposedConv.apply(h, _cast(layer.weight, cast), _cast(layer.bias, cast))
             fresh = True
         elif kind in (nn.Conv2d, nn.ConvTranspose2d) and h.dim() == 4:
             if not _batched(h) and not h.is_contiguous(memory_format=torch.channels_last):
                 h = h.contiguous(memory_format=torch.channels_last)
-            h = _convolve(layer, h)
+            h = _convolve(layer, h, cast)
             fresh = True
         elif kind is nn.ReLU and _plain(layer):
             h = h.relu_() if fresh else layer(h)
