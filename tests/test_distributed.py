@@ -132,6 +132,27 @@ def test_bf16_autocast_step_on_cpu_keeps_fp32_weights_and_close_loss(tmp_path):
     assert losses["bf16"] != losses["off"]                              # autocast did run in bf16
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_amp_auto_resolves_by_the_hardware_and_is_recorded(tmp_path, monkeypatch, native):
+    """amp=auto is bf16 autocast where the CPU has AVX512-BF16 or AMX-BF16, else float32; config.json
+    records the precision that ran, so a rerun of the saved config or a resume keeps it."""
+    from mmvae.train import options
+
+    caps = {"avx512_bf16": native, "amx_bf16": False}
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: caps)
+    assert options.native_bf16(torch.device("cpu")) is native
+    cfg = _cfg([*TOY, "--epochs", "1", "--set", "amp=auto", "--max-steps", "1"], tmp_path / "run")
+    t = Trainer(cfg, show_progress=False)
+    expected = "bf16" if native else "off"
+    assert t.cfg.amp == expected and t.amp_dtype == (torch.bfloat16 if native else None)
+    t.fit()
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["config"]["amp"] == expected
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {})
+    assert not options.native_bf16(torch.device("cpu"))
+    assert options.resolve_amp("bf16", torch.device("cpu")) == "bf16"     # asked for: kept (emulated)
+    assert options.resolve_amp("OFF", torch.device("cpu")) == "off"
+
+
 def test_compile_option_keeps_checkpoint_names_and_trains(tmp_path, monkeypatch):
     """torch.compile's default (inductor) backend needs minutes of C++ compilation on this CI's CPU;
     the wiring (in-place compile, unchanged parameter names, a real step) is tested with dynamo's eager

@@ -56,7 +56,8 @@ class Config:
     checkpoint_every: float = 60.0                            # seconds between checkpoints on disk (written at
                                                               # an epoch's end); 0: after every epoch
     device: str = "auto"
-    amp: str = "off"                                          # off | bf16 (autocast of the forward pass)
+    amp: str = "off"                                          # off | bf16 (autocast of the forward pass) | auto
+                                                              # (bf16 where the device runs it natively)
     compile: bool = False                                     # torch.compile the loss computation
     vectorise: Any = "auto"                                   # auto (CUDA only) | true | false: stacked experts
     grad_accum: int = 1                                       # micro-batches per step (per rank under torchrun)

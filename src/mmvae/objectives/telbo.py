@@ -52,7 +52,8 @@ class TELBOObjective:
 
     def __call__(self, model, batch, beta: float, noise=GLOBAL_NOISE):
         experts = model.encode_experts(batch)
-        total = next(iter(experts.values())).loc.new_zeros(batch.size)            # (B,) L per row
+        loc = next(iter(experts.values())).loc
+        total = loc.new_zeros(batch.size, dtype=torch.promote_types(loc.dtype, torch.float32))   # (B,) L per row
         joint_bound = total.new_zeros(())
         complete = model.complete_rows(batch)
         if complete is not None and bool(complete.any()):

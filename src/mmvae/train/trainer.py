@@ -60,7 +60,7 @@ from .checkpoint import read_run_config  # noqa: F401  (re-exported by mmvae.tra
 from . import integrity, resume as resuming
 from .run_folder import RunFolder
 from .data_checks import check_training_data
-from .options import AMP_DTYPES, check_run_options, pick_device
+from .options import AMP_DTYPES, check_run_options, pick_device, resolve_amp
 from .tensorboard import check_log_option
 from .schedule import kl_weight, training_stage
 
@@ -145,7 +145,8 @@ class Trainer:
         if cfg.batch_size < self.pieces:
             raise UserError(f"--batch-size {cfg.batch_size} is smaller than ranks x grad_accum = {self.pieces}: "
                             f"every piece of a global batch needs a row")
-        self.amp_dtype = AMP_DTYPES[str(cfg.amp).lower()]
+        cfg.amp = resolve_amp(cfg.amp, self.device)   # config.json records the precision that ran
+        self.amp_dtype = AMP_DTYPES[cfg.amp]
         self.optimizer = make_adam(self.model.parameters(), lr=cfg.lr, amsgrad=cfg.amsgrad)
         self.progress = Progress()
         self.unsaved = False        # self.good is newer than the checkpoint on disk
