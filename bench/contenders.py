@@ -45,7 +45,8 @@ from mmvae.train.trainer import LossModule, Trainer, make_adam
 LATENT, HIDDEN, BATCH = 20, 512, 128
 SCALE = 0.75          # Laplace likelihood scale (mmvae's default)
 MODELS = ("mvae", "mmvae-elbo", "mmvae-dreg10", "mopoe")
-IMPLS = ("mmvae", "mmvae-fused", "mmvae-vec", "multivae", "multivae-textbook", "hand", "trainer-step", "trainer")
+IMPLS = ("mmvae", "mmvae-fused", "mmvae-bf16", "mmvae-vec", "multivae", "multivae-bf16", "multivae-textbook", "hand",
+         "trainer-step", "trainer")
 
 
 @dataclass(frozen=True)
@@ -337,6 +338,10 @@ class Contender:
         optimizer = torch.optim.Adam
         if impl == "mmvae-fused":   # the optimizer mmvae's Trainer uses (fused Adam where available)
             optimizer, impl = make_adam, "mmvae"
+        elif impl == "mmvae-bf16":  # as the Trainer runs with amp=bf16 (amp=auto on a CPU or GPU with native bf16)
+            optimizer, impl, amp = make_adam, "mmvae", True
+        elif impl == "multivae-bf16":   # MultiVae has no mixed precision: its loss wrapped in autocast by hand
+            impl, amp = "multivae", True
         tensors = [data.data[m].to(device) for m in suite.specs]
         if impl in ("mmvae", "mmvae-vec", "mmvae-compiled", "trainer", "trainer-step"):
             vec = True if impl == "mmvae-vec" else mmvae_options.pop("vectorise", "auto")

@@ -37,7 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import mmvae  # noqa: E402
 from contenders import BATCH, CLOCKS, IMPLS, LIBRARY_ONLY, SUITES, Contender, make_data, make_networks  # noqa: E402
 
-RATIOS = (("mmvae", "multivae"), ("mmvae-fused", "multivae"), ("mmvae", "multivae-textbook"), ("mmvae", "hand"),
+RATIOS = (("mmvae", "multivae"), ("mmvae-fused", "multivae"), ("mmvae-bf16", "multivae"), ("mmvae-bf16", "multivae-bf16"),
+          ("mmvae-bf16", "mmvae-fused"), ("mmvae", "multivae-textbook"), ("mmvae", "hand"),
           ("mmvae-vec", "mmvae"), ("multivae", "hand"), ("trainer-step", "mmvae-fused"), ("trainer", "mmvae-epoch"))
 
 
@@ -136,6 +137,8 @@ def report_table(results: dict) -> str:
 TARGETS = (
     (("mmvae", "multivae"), 1.5, None, "at least 1.5x MultiVae (same modules)"),
     (("mmvae", "multivae"), 2.0, ("polymnist-5",), "at least 2x MultiVae on PolyMNIST-5"),
+    (("mmvae-bf16", "multivae"), 1.5, None, "at least 1.5x MultiVae as shipped (amp=auto: bf16 on a CPU with native bf16)"),
+    (("mmvae-bf16", "multivae"), 2.0, ("polymnist-5",), "at least 2x MultiVae on PolyMNIST-5 as shipped (amp=auto)"),
     (("mmvae", "hand"), 1.2, ("polymnist-3", "polymnist-5"), "at least 1.2x the hand loop where vectorisation applies"),
     (("trainer-step", "mmvae-fused"), 0.95, None, "Trainer's per-step overhead at most 5% (trainer-step / mmvae-fused >= 0.95)"),
     (("trainer", "mmvae-epoch"), 0.95, None, "whole fit within 5% of bare epochs (trainer / mmvae-epoch >= 0.95)"),
@@ -229,7 +232,10 @@ in the main rounds).
 
 Settings and contenders: bench/contenders.py. `mmvae` = the library with its defaults (on CPU the
 per-modality loop: `vectorise=auto`) and torch.optim.Adam's default implementation, as every bare loop
-here; `mmvae-fused` = the same with the optimizer mmvae's Trainer uses (fused Adam); `mmvae-vec` = `--set vectorise=true` (identically shaped experts
+here; `mmvae-fused` = the same with the optimizer mmvae's Trainer uses (fused Adam); `mmvae-bf16` = `mmvae-fused`
+under bf16 autocast, as the Trainer runs with `amp=bf16` (what `amp=auto` picks on a CPU with AVX512-BF16 or
+AMX, or a GPU with bf16); `multivae-bf16` = MultiVae's loss wrapped in the same autocast by hand (MultiVae
+itself has no mixed-precision option); `mmvae-vec` = `--set vectorise=true` (identically shaped experts
 as one vmapped call); `multivae` = MultiVae 1.0.3 given the very same modules; `multivae-textbook` = the
 same weights in modules that run the textbook `nn.Sequential` forward (what MultiVae's own conv networks
 do); `hand` = the loss written for that model alone, calling the same modules. MultiVae and mmvae run in
