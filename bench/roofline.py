@@ -45,8 +45,8 @@ def count_flops(fn) -> int:
 class Workload:
     """``fn`` runs the workload once; ``calls`` times per measurement; FLOPs counted on one call."""
 
-    def __init__(self, group: str, name: str, fn, calls: int = 1, note: str = ""):
-        self.group, self.name, self.fn, self.calls, self.note = group, name, fn, calls, note
+    def __init__(self, group: str, name: str, fn, calls: int = 1, note: str = "", bf16: bool = False):
+        self.group, self.name, self.fn, self.calls, self.note, self.bf16 = group, name, fn, calls, note, bf16
         fn()                                   # warm-up (allocations, Adam state)
         self.flops = count_flops(fn)
 
@@ -57,9 +57,9 @@ class Workload:
         return (clock() - t0) / self.calls
 
 
-def roofline_fn():
+def roofline_fn(dtype=torch.float32):
     m, k, n = ROOF_SHAPE
-    a, b = torch.randn(m, k), torch.randn(k, n)
+    a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
     return lambda: a @ b
 
 
@@ -347,7 +347,7 @@ def step_workloads(specs: list[tuple[str, str]], amp: bool = False) -> list[Work
             opt.step()
 
         label = f"{suite_name} {name}, batch {BATCH}" + (", bf16 autocast (--amp bf16)" if amp else "")
-        out.append(Workload("training step", label, step))
+        out.append(Workload("training step", label, step, bf16=amp))
     return out
 
 
@@ -398,27 +398,38 @@ def main(argv=None):
     work = network_workloads() + ([] if args.quick else layer_workloads())
     if args.quick:
         work, steps, lls = work[:3], steps[:1], lls[:1]
-    work += step_workloads(steps) + step_workloads(steps[-1:], amp=True) + likelihood_workloads(lls, args.rows, args.k)
-    roof = roofline_fn()
-    roof()
+    work += step_workloads(steps) + step_workloads(steps, amp=True) + likelihood_workloads(lls, args.rows, args.k)
+    roof, roof16 = roofline_fn(), roofline_fn(torch.bfloat16)
+    roof(), roof16()
     roof_flops = 2 * ROOF_SHAPE[0] * ROOF_SHAPE[1] * ROOF_SHAPE[2]
-    roof_rates, rates = [], {w.name: [] for w in work}
-    shares = {w.name: [] for w in work}
+
+    def roof_rate(fn):
+        c0 = clock()
+        for _ in range(3):
+            fn()
+        return 3 * roof_flops / (clock() - c0) / 1e9
+
+    roof_rates, roof16_rates, rates = [], [], {w.name: [] for w in work}
+    shares, shares16 = {w.name: [] for w in work}, {w.name: [] for w in work}
     for r in range(args.reps):
         for w in work:
-            c0 = clock()
-            for _ in range(3):
-                roof()
-            here = 3 * roof_flops / (clock() - c0) / 1e9
+            here = roof_rate(roof)
             roof_rates.append(here)
+            here16 = roof_rate(roof16) if w.bf16 else None
+            if here16:
+                roof16_rates.append(here16)
             rate = w.flops / w.time(clock) / 1e9
             rates[w.name].append(rate)
             shares[w.name].append(rate / here)
+            if here16:
+                shares16[w.name].append(rate / here16)
         print(f"round {r + 1}/{args.reps}: roofline {statistics.median(roof_rates[-len(work):]):.0f} GFLOP/s", flush=True)
-    lines = ["| group | workload | GFLOP per call | GFLOP/s | share of the matmul roofline |", "|---|---|---|---|---|"]
+    lines = ["| group | workload | GFLOP per call | GFLOP/s | share of the float32 matmul roofline | "
+             "share of the bf16 matmul roofline |", "|---|---|---|---|---|---|"]
     for w in work:
         lines.append(f"| {w.group} | {w.name} | {w.flops / 1e9:.3g} | {statistics.median(rates[w.name]):.0f} | "
-                     f"{100 * statistics.median(shares[w.name]):.0f}% |")
+                     f"{100 * statistics.median(shares[w.name]):.0f}% | "
+                     + (f"{100 * statistics.median(shares16[w.name]):.0f}% |" if shares16[w.name] else "|"))
     table = "\n".join(lines)
     print(table)
     t1 = time.time()
@@ -438,7 +449,8 @@ Machine: {machine()}; shared (load average {load:.2f} at the start), one torch t
 {'process CPU time' if args.clock == 'cpu' else 'wall time'}.
 
 Roofline: float32 matrix product {ROOF_SHAPE[0]}x{ROOF_SHAPE[1]} @ {ROOF_SHAPE[1]}x{ROOF_SHAPE[2]}, median
-{statistics.median(roof_rates):.0f} GFLOP/s over the rounds (measured before every workload in every round).
+{statistics.median(roof_rates):.0f} GFLOP/s over the rounds (measured before every workload in every round); the
+same product in bf16 (measured before every bf16 workload): median {statistics.median(roof16_rates):.0f} GFLOP/s.
 FLOPs: `torch.utils.flop_counter.FlopCounterMode` on the timed call (convolutions and matrix products,
 forward and backward, 2 FLOPs per multiply-add); the share is the median over {args.reps} rounds of the
 workload's rate over the roofline's rate of that round. "default" = the library's networks
@@ -446,8 +458,9 @@ workload's rate over the roofline's rate of that round. "default" = the library'
 the last layer as a sub-pixel convolution);
 "textbook" = the same layers run as the plain `nn.Sequential`. Training steps: model loss + backward +
 the Trainer's optimizer (fused Adam) on batch {BATCH} (bench/contenders.py settings, default networks); the
-bf16 row autocasts the forward pass as `--amp bf16` does (this CPU has AMX: its bf16 matrix products run
-far above the float32 roofline, so that row's share can pass 100%). Likelihoods:
+bf16 rows autocast the forward pass as `--amp bf16` (and `amp=auto` on this CPU) does: their share of the
+float32 roofline says how fast they run against float32's limit (it can pass 100% where bf16 matrix
+products are native), their share of the bf16 roofline how close they come to bf16's own limit. Likelihoods:
 `mmvae.evaluation.likelihood.log_likelihoods` with K={args.k} samples per estimate, every modality
 alone and all together.
 
