@@ -17,7 +17,8 @@ from mmvae.train.trainer import Trainer, make_adam
 
 
 def _bare(model, cfg, data, steps_per_epoch):
-    """The reference loop; returns the mean training loss of each epoch."""
+    """The reference loop; returns the mean training loss of each epoch (``cfg.amp``: off or bf16, the
+    loss under the same autocast as the Trainer's)."""
     opt = make_adam(model.parameters(), lr=cfg.lr)
     model.train()
     step, means = 0, []
@@ -27,7 +28,9 @@ def _bare(model, cfg, data, steps_per_epoch):
         for i in range(0, len(order), cfg.batch_size):
             index = order[i:i + cfg.batch_size]
             torch.manual_seed(distributed.noise_seed(cfg.seed, step, 0, 0))
-            loss, _ = model.loss(data.batch(index), kl_weight(step, steps_per_epoch, cfg.warmup, cfg.beta))
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.amp == "bf16"):
+                loss, _ = model.loss(data.batch(index), kl_weight(step, steps_per_epoch, cfg.warmup, cfg.beta))
+            loss = loss.float()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -38,10 +41,11 @@ def _bare(model, cfg, data, steps_per_epoch):
     return means
 
 
+@pytest.mark.parametrize("amp", ["off", "bf16"])
 @pytest.mark.parametrize("model", ["mopoe", "mvae", "mmvae"])
-def test_trainer_equals_a_bare_loop_bit_for_bit(tmp_path, model):
+def test_trainer_equals_a_bare_loop_bit_for_bit(tmp_path, model, amp):
     cfg = Config(model=model, dataset="toy", data={"n": 300}, epochs=3, batch_size=24, hidden=16, latent_dim=3,
-                 device="cpu", lr=2e-3, seed=3, warmup=1, out=str(tmp_path / "run"))
+                 device="cpu", lr=2e-3, seed=3, warmup=1, out=str(tmp_path / "run"), amp=amp)
     trainer = Trainer(cfg, show_progress=False)
     initial = copy.deepcopy(trainer.model)
     trainer.fit()
