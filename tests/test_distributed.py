@@ -154,6 +154,28 @@ def test_amp_auto_resolves_by_the_hardware_and_is_recorded(tmp_path, monkeypatch
     assert options.resolve_amp("OFF", torch.device("cpu")) == "off"
 
 
+def test_resume_with_amp_auto_keeps_the_runs_precision(tmp_path):
+    """A run trained in float32 (amp=off, or saved before amp=auto was the default) continues in float32
+    when resumed, with or without amp=auto; an explicit amp=bf16 on resume is an override, as before."""
+    from mmvae.cli import main
+
+    out = tmp_path / "run"
+    assert main(["train", *TOY, "--epochs", "1", "--set", "amp=off", "--max-steps", "2", "--out", str(out)]) == 0
+
+    def saved():
+        return json.loads((out / "config.json").read_text())["config"]["amp"]
+
+    assert saved() == "off"
+    assert main(["train", "--resume", "--out", str(out), "--max-steps", "3", "--set", "amp=auto"]) == 0
+    assert main(["train", "--resume", "--out", str(out), "--max-steps", "4"]) == 0
+    assert saved() == "off"
+    events = [r for r in _records(out) if r.get("event") == "resume"]
+    assert len(events) == 2 and not any("amp" in (e.get("overrides") or {}) for e in events)
+    assert main(["train", "--resume", "--out", str(out), "--max-steps", "5", "--set", "amp=bf16"]) == 0
+    assert saved() == "bf16"
+    assert [r for r in _records(out) if r.get("event") == "resume"][-1]["overrides"]["amp"] == ["off", "bf16"]
+
+
 def test_compile_option_keeps_checkpoint_names_and_trains(tmp_path, monkeypatch):
     """torch.compile's default (inductor) backend needs minutes of C++ compilation on this CI's CPU;
     the wiring (in-place compile, unchanged parameter names, a real step) is tested with dynamo's eager

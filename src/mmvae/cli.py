@@ -23,7 +23,7 @@ common --set keys: objective=elbo|iwae|dreg  k=K  beta=B  warmup=EPOCHS  posteri
   paired_fraction=F  observed=<modality>|split  val_fraction=F  grad_clip=G  max_rollbacks=N  max_steps=N
   time_limit=SECONDS  checkpoint_every=SECONDS (0: every epoch; a SIGKILL loses at most this plus one epoch)
   hidden=H  activation=relu|silu|gelu|elu|leaky_relu|tanh|softplus (default networks)
-  amsgrad=true  amp=auto|off|bf16 (auto: bf16 autocast where the device runs bf16 natively)
+  amsgrad=true  amp=auto|off|bf16 (auto, the default: bf16 autocast where the device runs bf16 natively)
   compile=true  grad_accum=N  log=tensorboard
   vectorise=auto|true|false (identically shaped experts as one batched call; auto: on CUDA)
 several GPUs or nodes: torchrun --nproc_per_node N -m mmvae train ...  (docs/distributed.md)"""

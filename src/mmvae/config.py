@@ -56,8 +56,8 @@ class Config:
     checkpoint_every: float = 60.0                            # seconds between checkpoints on disk (written at
                                                               # an epoch's end); 0: after every epoch
     device: str = "auto"
-    amp: str = "off"                                          # off | bf16 (autocast of the forward pass) | auto
-                                                              # (bf16 where the device runs it natively)
+    amp: str = "auto"                                         # auto (bf16 autocast where the device runs bf16
+                                                              # natively, else off) | off | bf16 (docs/defaults.md)
     compile: bool = False                                     # torch.compile the loss computation
     vectorise: Any = "auto"                                   # auto (CUDA only) | true | false: stacked experts
     grad_accum: int = 1                                       # micro-batches per step (per rank under torchrun)

@@ -43,6 +43,8 @@ def differences(saved: Config, wanted: Config) -> dict[str, tuple]:
     for name in a:
         if name in IGNORED or a[name] == b.get(name):
             continue
+        if name == "amp" and str(b.get(name)).lower() == "auto":   # auto: the precision the run already has
+            continue
         fa, fb = _flat(name, a[name]), _flat(name, b.get(name))
         for key in sorted(set(fa) | set(fb)):
             if fa.get(key) != fb.get(key):
