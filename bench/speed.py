@@ -38,7 +38,7 @@ import mmvae  # noqa: E402
 from contenders import BATCH, CLOCKS, IMPLS, LIBRARY_ONLY, SUITES, Contender, make_data, make_networks  # noqa: E402
 
 RATIOS = (("mmvae", "multivae"), ("mmvae-fused", "multivae"), ("mmvae-bf16", "multivae"), ("mmvae-bf16", "multivae-bf16"),
-          ("mmvae-bf16", "mmvae-fused"), ("mmvae", "multivae-textbook"), ("mmvae", "hand"),
+          ("mmvae-bf16", "mmvae-fused"), ("mmvae", "multivae-textbook"), ("mmvae", "hand"), ("mmvae-bf16", "hand"),
           ("mmvae-vec", "mmvae"), ("multivae", "hand"), ("trainer-step", "mmvae-fused"), ("trainer", "mmvae-epoch"))
 
 
