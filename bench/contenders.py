@@ -346,6 +346,7 @@ class Contender:
         if impl in ("mmvae", "mmvae-vec", "mmvae-compiled", "trainer", "trainer-step"):
             vec = True if impl == "mmvae-vec" else mmvae_options.pop("vectorise", "auto")
             model, cfg = build_mmvae(name, data.specs, nets, vectorise=vec, batch_size=batch_size, **mmvae_options)
+            cfg.amp = "bf16" if amp else "off"   # the Trainer's own precision, as the bare loop it is compared with
             self.model = model.to(device)
             if impl == "trainer":
                 self.cfg, self.splits = cfg, DatasetSplits(data, data.subset(torch.arange(batch_size)))

@@ -26,6 +26,12 @@ def _cross(row):
     return _mean(list(c.values()))
 
 
+def _latent(row):
+    """Linear-probe accuracy of the joint latent, or the mean over the unimodal ones (MEME has no joint)."""
+    lat = row.get("latent") or {}
+    return lat.get("joint", _mean(list(lat.values())))
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--datasets", nargs="+", default=["mnist-label", "polymnist-3", "mnist-fashion"])
@@ -44,9 +50,12 @@ def main(argv=None) -> None:
                 if (r["dataset"], r["model"], r["impl"], r["scenario"], r["budget"]) != (dataset, model, "ours", "full", args.budget):
                     continue
                 amp = (r.get("resolved") or {}).get("amp", "off")
-                if r["config"] not in ("default", "default+amp=bf16") or r.get("classifiers") != "2":
-                    continue
-                if amp not in ("off", "bf16"):
+                # only the concurrent pairs: the float32 default beside its bf16 twin, and that twin
+                twins = {("default", "off", f"{model}/ours/default+amp=bf16"),
+                         ("default+amp=off", "off", f"{model}/ours/default+amp=bf16"),
+                         ("default+amp=bf16", "bf16", f"{model}/ours/default"),
+                         ("default+amp=bf16", "bf16", f"{model}/ours/default+amp=off")}
+                if (r["config"], amp, r.get("partner")) not in twins:
                     continue
                 pairs.setdefault(r["seed"], {}).setdefault(amp, []).append(r)
             done = {s: {a: max(v, key=lambda r: r.get("when", "")) for a, v in p.items()}
@@ -60,7 +69,7 @@ def main(argv=None) -> None:
                 return "–" if a is None or b is None else f"{a:.{digits}f} → {b:.{digits}f}"
 
             lines.append(f"| {dataset} | {model} | {len(done)} | {col(lambda r: r['steps'], 0)} | {col(_cross)} | "
-                         f"{col(lambda r: r.get('joint'))} | {col(lambda r: r.get('latent', {}).get('joint') if isinstance(r.get('latent'), dict) else None)} |")
+                         f"{col(lambda r: r.get('joint'))} | {col(_latent)} |")
     print("\n".join(lines))
 
 

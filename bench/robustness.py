@@ -33,7 +33,8 @@ from mmvae.models.registry import build_model
 from mmvae.train.trainer import Trainer
 
 BASE = ["train", "--dataset", "toy", "--model", "mopoe", "--set", "hidden=64", "--latent-dim", "8",
-        "--batch-size", "64", "--epochs", "5", "--seed", "0", "--device", "cpu"]
+        "--batch-size", "64", "--epochs", "5", "--seed", "0", "--device", "cpu",
+        "--set", "amp=off"]   # the float32 reference; the bf16 row sets amp=bf16 after it
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 

@@ -210,7 +210,7 @@ def per_step_main(args) -> None:
     say("\n| model | bare ms/step | Trainer._step / bare | with the former norm guard / bare | Trainer._step / with the former guard |")
     say("|---|---|---|---|---|")
     for name in args.models:
-        cfg = Config(seed=args.seed, epochs=1, device="cpu")
+        cfg = Config(seed=args.seed, epochs=1, device="cpu", amp="off")   # float32, as the bare loop
         cfg.model, cfg.dataset = name, args.dataset or cfg.dataset
         splits = load_dataset(cfg.dataset, seed=cfg.seed)
         with tempfile.TemporaryDirectory() as tmp:
@@ -285,7 +285,7 @@ def main(argv=None) -> None:
 
 def fit_main(args) -> None:
     torch.set_num_threads(1)
-    cfg = Config(seed=args.seed, epochs=args.epochs, device="cpu")
+    cfg = Config(seed=args.seed, epochs=args.epochs, device="cpu", amp="off")   # float32, as the bare loop
     cfg.model, cfg.dataset = args.model or cfg.model, args.dataset or cfg.dataset
     if not hasattr(cfg, "checkpoint_every"):     # a checkout before the option: today's behaviour only
         args.every = [None]

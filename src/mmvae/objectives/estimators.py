@@ -204,7 +204,7 @@ class DReG(IWAE):
             factor = self.encoder_factor(w, beta)
         factor = post.path_factor(factor, self.encoder_factor(w, beta))          # per latent dimension
         if z_lw is not z:
-            z_lw.register_hook(lambda grad: grad * factor)
+            z_lw.register_hook(lambda grad: (grad * factor).to(grad.dtype))   # bf16 autocast: z may be bf16
         return surrogate + (value - surrogate).detach(), parts
 
     @staticmethod
