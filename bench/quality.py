@@ -592,13 +592,27 @@ def unimodal_latent(r: dict) -> float | None:
     return _mean_of({k: v for k, v in lat.items() if "/" not in k and k != "joint"})
 
 
+def config_label(r: dict) -> str:
+    """A library row's config label, with the precision it ran in added when a label that names none would
+    now train in another one (``amp=auto`` resolves per machine: "default" rows trained in float32 before
+    bf16 became the default on bf16 CPUs are "default+amp=off" here, and so stay beside today's rows)."""
+    label = r["config"]
+    if r["impl"] != "ours" or "amp=" in label:
+        return label
+    from mmvae.config import Config
+    from mmvae.train.options import resolve_amp
+
+    ran = (r.get("resolved") or {}).get("amp", "off")
+    return label if ran == resolve_amp(Config().amp, torch.device("cpu")) else f"{label}+amp={ran}"
+
+
 def group_rows(rows: list[dict]) -> dict:
     groups: dict = {}
     latest = {}
-    for r in rows:   # keep the newest fingerprint per (model, dataset, impl, config, scenario, budget)
-        latest[(r["model"], r["dataset"], r["impl"], r["config"], r["scenario"], r["budget"])] = r["fingerprint"]
-    for r in rows:
-        key = (r["model"], r["dataset"], r["impl"], r["config"], r["scenario"], r["budget"])
+    keyed = [((r["model"], r["dataset"], r["impl"], config_label(r), r["scenario"], r["budget"]), r) for r in rows]
+    for key, r in keyed:   # keep the newest fingerprint per (model, dataset, impl, config, scenario, budget)
+        latest[key] = r["fingerprint"]
+    for key, r in keyed:
         if r["fingerprint"] == latest[key]:
             groups.setdefault(key, []).append(r)
     return groups
