@@ -51,6 +51,13 @@ def _batched(x: Tensor) -> bool:
         return False
 
 
+def _cpu_autocast_on() -> bool:
+    try:
+        return torch.is_autocast_enabled("cpu")      # torch >= 2.4
+    except TypeError:                                # older torch: a CPU-specific query
+        return torch.is_autocast_cpu_enabled()
+
+
 def _plain(m: nn.Module) -> bool:
     return not (m._forward_hooks or m._forward_pre_hooks)
 
@@ -146,7 +153,7 @@ def _is_subpixel_transposed(layer: nn.Module, h: Tensor) -> bool:
             and layer.kernel_size == (4, 4) and layer.stride == (2, 2) and layer.padding == (1, 1)
             and layer.output_padding == (0, 0) and layer.dilation == (1, 1) and layer.padding_mode == "zeros"
             and 8 * layer.out_channels <= layer.in_channels and h.dim() == 4 and h.device.type == "cpu"
-            and not _batched(h) and not torch.is_autocast_enabled("cpu"))
+            and not _batched(h) and not _cpu_autocast_on())
 
 
 _CAST_KINDS = (nn.Conv2d, nn.ConvTranspose2d, nn.ReLU, nn.Flatten, nn.Unflatten)
@@ -155,12 +162,13 @@ _CAST_KINDS = (nn.Conv2d, nn.ConvTranspose2d, nn.ReLU, nn.Flatten, nn.Unflatten)
 def _autocast_dtype(seq: nn.Sequential, x: Tensor):
     """The dtype CPU autocast would compute ``seq``'s convolutions in (None when autocast is off, or some
     layer is not one :func:`run_sequential` runs itself)."""
-    if x.device.type != "cpu" or not torch.is_autocast_enabled("cpu") or _batched(x):
+    if x.device.type != "cpu" or not _cpu_autocast_on() or _batched(x):
         return None
     for layer in seq:
         if type(layer) not in _CAST_KINDS or not _plain(layer) or getattr(layer, "padding_mode", "zeros") != "zeros":
             return None
-    return torch.get_autocast_dtype("cpu")
+    get = getattr(torch, "get_autocast_dtype", None)          # torch >= 2.4; before: get_autocast_cpu_dtype
+    return get("cpu") if get is not None else torch.get_autocast_cpu_dtype()
 
 
 def _cast(t: Tensor | None, dtype) -> Tensor | None:
