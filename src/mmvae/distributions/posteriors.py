@@ -56,6 +56,12 @@ def kl_to_prior(q: Distribution, p: Distribution) -> Tensor:
     return kl_divergence(q, p).sum(-1)
 
 
+def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype per-row objective terms are summed in: at least float32 (under bf16 autocast the posteriors
+    and samples are bf16 while the log-likelihoods come out in float32)."""
+    return torch.promote_types(dtype, torch.float32)
+
+
 def expand_rows(dist: Distribution, index: Tensor) -> Distribution:
     """Rows of a batched diagonal distribution picked by ``index`` (along the batch axis)."""
     return type(dist)(dist.loc[index], dist.scale[index], validate_args=False)

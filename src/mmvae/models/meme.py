@@ -28,7 +28,8 @@ from ..config import Config
 from ..data.batch import Batch
 from ..data.dataset import ModalitySpec
 from ..distributions.noise import GLOBAL_NOISE, Noise
-from ..distributions.posteriors import expand_rows, kl_to_prior, log_density, make_posterior, standard_prior
+from ..distributions.posteriors import (accumulation_dtype, expand_rows, kl_to_prior, log_density, make_posterior,
+                                       standard_prior)
 from ..errors import UserError
 from ..fusion.fusions import mixture_of_experts
 from ..fusion.mixture import DiagonalMixture
@@ -195,8 +196,7 @@ class MEME(nn.Module):
                 log_cls[m] = self.likelihoods[m].log_prob(out_c, x[paired_idx].unsqueeze(0))   # (K+1, Bp)
 
         # Per-row sums (index_add is out of place, so the rows can share one zero tensor to start from).
-        dtype = next((v.loc.dtype for v in q.values() if v is not None), torch.get_default_dtype())
-        dtype = torch.promote_types(dtype, torch.float32)   # bf16 autocast: posteriors bf16, log-likelihoods float32
+        dtype = accumulation_dtype(next((v.loc.dtype for v in q.values() if v is not None), torch.get_default_dtype()))
         objective = bound = rec = kl_rows = cross = torch.zeros(B, device=paired_idx.device, dtype=dtype)
         half_or_one = DIRECTION_WEIGHTS[self.direction_weight]      # eq. 2's 1/2, or the authors' sum
         if n_paired:

@@ -15,7 +15,7 @@ from torch.distributions import Distribution
 from ..data.batch import Batch
 from ..data.dataset import ModalitySpec
 from ..distributions.likelihoods import make_likelihood
-from ..distributions.posteriors import make_posterior
+from ..distributions.posteriors import accumulation_dtype, make_posterior
 from ..distributions.prior import Prior
 from ..fusion.mixture import DiagonalMixture
 from ..nets.registry import default_networks
@@ -182,8 +182,7 @@ class MultimodalVAE(nn.Module):
 
         Each decoder is called once, on the strata that score its modality (``members``); with
         vectorised experts, identically shaped decoders reading the same strata run as one call."""
-        # float32 at least: under bf16 autocast z is bf16 while the log-likelihoods come out in float32
-        total = z.new_zeros(z.shape[:-1], dtype=torch.promote_types(z.dtype, torch.float32))
+        total = z.new_zeros(z.shape[:-1], dtype=accumulation_dtype(z.dtype))
         inputs: dict[str, tuple[Tensor, list[int] | None]] = {}
         for m in batch.data:
             strata = None if members is None else [g for g, s in enumerate(members) if m in s]

@@ -20,7 +20,7 @@ from torch import nn
 from torch.func import functional_call
 
 from ..distributions.noise import GLOBAL_NOISE
-from ..distributions.posteriors import kl_to_prior
+from ..distributions.posteriors import accumulation_dtype, kl_to_prior
 
 
 class _Score(nn.Module):
@@ -53,7 +53,7 @@ class TELBOObjective:
     def __call__(self, model, batch, beta: float, noise=GLOBAL_NOISE):
         experts = model.encode_experts(batch)
         loc = next(iter(experts.values())).loc
-        total = loc.new_zeros(batch.size, dtype=torch.promote_types(loc.dtype, torch.float32))   # (B,) L per row
+        total = loc.new_zeros(batch.size, dtype=accumulation_dtype(loc.dtype))            # (B,) L per row
         joint_bound = total.new_zeros(())
         complete = model.complete_rows(batch)
         if complete is not None and bool(complete.any()):
