@@ -26,6 +26,7 @@ sets every image modality's likelihood, ``scale=X`` its decoder scale and ``net=
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import itertools
 import json
@@ -599,11 +600,17 @@ def config_label(r: dict) -> str:
     label = r["config"]
     if r["impl"] != "ours" or "amp=" in label:
         return label
+    ran = (r.get("resolved") or {}).get("amp", "off")
+    return label if ran == _default_precision_here() else f"{label}+amp={ran}"
+
+
+@functools.lru_cache(maxsize=1)
+def _default_precision_here() -> str:
+    """What a run without amp= trains in on this machine (amp=auto: bf16 on a CPU with native bf16)."""
     from mmvae.config import Config
     from mmvae.train.options import resolve_amp
 
-    ran = (r.get("resolved") or {}).get("amp", "off")
-    return label if ran == resolve_amp(Config().amp, torch.device("cpu")) else f"{label}+amp={ran}"
+    return resolve_amp(Config().amp, torch.device("cpu"))
 
 
 def group_rows(rows: list[dict]) -> dict:
