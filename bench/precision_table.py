@@ -42,7 +42,7 @@ def main(argv=None) -> None:
     # a pair: the float32 default and the bf16 run that trained beside it (same model, dataset, seed, budget,
     # the latest of each); "off" rows are those whose resolved config says amp off (or has no amp field)
     lines = ["| dataset | model | seeds | steps float32 → bf16 | cross coherence (samples) float32 → bf16 | "
-             "joint coherence float32 → bf16 | latent accuracy float32 → bf16 |", "|---|---|---|---|---|---|---|"]
+             "joint coherence float32 → bf16 | latent accuracy (joint; MEME: mean of unimodal) float32 → bf16 |", "|---|---|---|---|---|---|---|"]
     for dataset in args.datasets:
         for model in ("mvae", "mmvae", "mopoe", "meme"):
             pairs = {}
