@@ -150,7 +150,8 @@ class Runner:
                                  label=data.label.cpu(), num_classes=10)
         model = Contender("mmvae", row.model, suite, nets, data, device=self.device, batch_size=self.batch).model
         cfg = mmvae.Config(**{**_mmvae_cfg(row.model), "latent_dim": LATENT, "batch_size": self.batch,
-                              "epochs": 1, "val_fraction": 0.0, "device": str(self.device)})
+                              "epochs": 1, "val_fraction": 0.0, "device": str(self.device),
+                              "amp": "bf16" if row.precision == "bf16" else "off"})   # the row's precision
         splits = DatasetSplits(host, host.subset(torch.arange(self.batch)))
         with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stderr(io.StringIO()):
             warm = copy.deepcopy(cfg)
