@@ -61,7 +61,7 @@ class Workload:
 def roofline_fns(dtype=torch.float32) -> list:
     """The same (m x k) @ (k x n) product two ways: ``torch.matmul`` (MKL's or OpenBLAS's GEMM) and a 1x1
     convolution on channels-last activations (oneDNN's GEMM, the library of the conv layers). On some CPUs
-    one is far below the other (MKL's float32 GEMM on AMD EPYC: 60-86 GFLOP/s, oneDNN 136), so the roofline
+    one is far below the other (on an AMD EPYC: MKL's float32 GEMM 86 GFLOP/s, oneDNN's 200), so the roofline
     of a round is the faster of the two."""
     m, k, n = ROOF_SHAPE
     a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
