@@ -12,8 +12,8 @@ AMP_CHOICES = ("auto", *AMP_DTYPES)
 
 def native_bf16(device: torch.device) -> bool:
     """Whether ``device`` multiplies bf16 matrices natively: a CUDA device with bf16 support, or an x86 CPU
-    with AVX512-BF16 or AMX-BF16 (where oneDNN's bf16 kernels run 1.5-4.5x its float32 ones; elsewhere
-    bf16 is emulated and slower than float32)."""
+    with AVX512-BF16 or AMX-BF16 (there a bf16 GEMM runs about twice the fastest float32 one: bench/roofline.py;
+    elsewhere bf16 is emulated and slower than float32)."""
     if device.type == "cuda":
         return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
     if device.type == "cpu":
