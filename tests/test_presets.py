@@ -101,6 +101,8 @@ def test_set_and_flags_override_a_preset_and_the_preset_is_saved(tmp_path, capsy
     assert saved["preset"] == "mvae-mnist-label" and saved["epochs"] == 1 and saved["latent_dim"] == 8
     assert saved["weights"] == {"image": 1.0, "label": 50.0} and saved["data"]["source"] == "sample"
     assert saved["network"] == {"image": "mvae-mlp", "label": "mvae-mlp"} and saved["batch_size"] == 100
+    assert saved["amp"] == "off"   # the paper's float32, whatever amp=auto would pick on this machine
+    assert apply_overrides(apply_preset(Config(), "mvae-mnist-label"), ["amp=bf16"]).amp == "bf16"
 
 
 def test_dataset_flag_overrides_the_preset_data_with_a_note(tmp_path, capsys):

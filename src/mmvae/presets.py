@@ -112,6 +112,8 @@ def apply_preset(cfg: Config, name: str, dataset: str | None = None) -> Config:
             extra[key] = value
     cfg.extra = extra
     cfg.preset = name
+    if "amp" not in preset.settings:   # the papers trained in float32: a preset does too (--set amp= overrides)
+        cfg.amp = "off"
     if dataset is not None and dataset != preset.settings["dataset"]:
         dropped = ", ".join(f"{k}={v}" for k, v in preset.settings.get("data", {}).items()) or "none"
         keyed = sorted({m for k, v in preset.settings.items() if k not in ("data", "network") and isinstance(v, dict)
