@@ -198,6 +198,9 @@ class MEME(nn.Module):
         # Per-row sums (index_add is out of place, so the rows can share one zero tensor to start from).
         dtype = accumulation_dtype(next((v.loc.dtype for v in q.values() if v is not None), torch.get_default_dtype()))
         objective = bound = rec = kl_rows = cross = torch.zeros(B, device=paired_idx.device, dtype=dtype)
+
+        def add(total: Tensor, rows: Tensor, value: Tensor) -> Tensor:   # value may be bf16 under autocast
+            return total.index_add(0, rows, value.to(dtype))
         half_or_one = DIRECTION_WEIGHTS[self.direction_weight]      # eq. 2's 1/2, or the authors' sum
         if n_paired:
             for s in names:
@@ -207,11 +210,11 @@ class MEME(nn.Module):
                 kl = kl_to_prior(qs, qt) if self.kl == "analytic" else log_density(qs, zs) - log_density(qt, zs)
                 value, parts = mutual_supervision_bound(log_self[s][ppos[s]], log_cls[t], kl, beta,
                                                         self.classifier_weight)
-                objective = objective.index_add(0, paired_idx, (half_or_one * value).to(dtype))
-                bound = bound.index_add(0, paired_idx, (half_or_one * parts["bound"]).to(dtype))
-                rec = rec.index_add(0, paired_idx, log_self[s][ppos[s]].detach().to(dtype))   # both self-recs
-                kl_rows = kl_rows.index_add(0, paired_idx, (0.5 * kl.detach()).to(dtype))
-                cross = cross.index_add(0, paired_idx, (0.5 * parts["log_q_cross"]).to(dtype))
+                objective = add(objective, paired_idx, half_or_one * value)
+                bound = add(bound, paired_idx, half_or_one * parts["bound"])
+                rec = add(rec, paired_idx, log_self[s][ppos[s]].detach())   # both self-reconstructions
+                kl_rows = add(kl_rows, paired_idx, 0.5 * kl.detach())
+                cross = add(cross, paired_idx, 0.5 * parts["log_q_cross"])
         for m in names:
             idx = only[m]
             if not idx.numel():
@@ -224,10 +227,10 @@ class MEME(nn.Module):
             log_p = (mixture_log_density(prior, zm) if prior is not None
                      else log_density(standard_prior(self.posterior_family, self.latent_dim, zm.device), zm))
             value = unpaired_elbo(log_self[m][pm], log_q, log_p, beta)
-            objective = objective.index_add(0, idx, value.to(dtype))
-            bound = bound.index_add(0, idx, value.detach().to(dtype))
-            rec = rec.index_add(0, idx, log_self[m][pm].detach().to(dtype))
-            kl_rows = kl_rows.index_add(0, idx, (log_q - log_p).detach().to(dtype))
+            objective = add(objective, idx, value)
+            bound = add(bound, idx, value.detach())
+            rec = add(rec, idx, log_self[m][pm].detach())
+            kl_rows = add(kl_rows, idx, (log_q - log_p).detach())
         logs = {"bound": bound.mean(), "rec": rec.mean(), "kl": kl_rows.mean(), "log_q_cross": cross.mean(),
                 "paired": torch.tensor(n_paired / max(B, 1))}
         return -objective.mean(), logs
