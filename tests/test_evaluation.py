@@ -17,7 +17,8 @@ from mmvae.cli import main
 from mmvae.data.dataset import ModalitySpec, MultimodalDataset, one_hot
 from mmvae.data.toy import toy_bimodal
 from mmvae.evaluation.evaluate import evaluate_model, Options
-from mmvae.evaluation.likelihood import conditional_log_likelihood, log_likelihoods, summarise
+from mmvae.evaluation.likelihood import (CPU_ROWS_PER_PASS, conditional_log_likelihood, default_sample_chunk,
+                                         log_likelihoods, summarise)
 from mmvae.evaluation.relatedness import w2_diagonal, w2_matrix
 from mmvae.fusion.fusions import mixture_of_experts, product_of_experts
 from mmvae.models.multimodal import MultimodalVAE
@@ -159,6 +160,23 @@ def test_estimate_does_not_depend_on_chunking():
             assert torch.allclose(ref[key], other[key], atol=1e-4, rtol=0), (key, rows, samples)
     assert not torch.allclose(ref["a"], log_likelihoods(model, data, k=60, seed=1)["a"])  # it is random
 
+
+
+def test_default_sample_chunk_caps_passes_on_cpu_only():
+    """On a CPU a pass decodes about CPU_ROWS_PER_PASS codes (the decoders' fastest call size); elsewhere
+    only the memory budget bounds it; never below one sample, never above K or the budget."""
+    image = ModalitySpec("image", "image", (1, 28, 28), "bernoulli")
+    label = ModalitySpec("label", "categorical", (10,), "categorical", num_classes=10)
+    data = MultimodalDataset({"image": image, "label": label},
+                             {"image": torch.zeros(4, 1, 28, 28), "label": torch.zeros(4, 10)})
+    budget = (1 << 22) // (16 * 784)                                              # 334 samples
+    assert default_sample_chunk(data, 1000, 16, device="cuda") == budget
+    assert default_sample_chunk(data, 1000, 16) == default_sample_chunk(data, 1000, 16, device="cpu") \
+        == CPU_ROWS_PER_PASS // 16
+    assert default_sample_chunk(data, 10, 16) == 10                               # K bounds it
+    assert default_sample_chunk(data, 1000, 4 * CPU_ROWS_PER_PASS) == 1            # at least one sample
+    small = default_sample_chunk(data, 1000, 16, budget=16 * 784 * 3)
+    assert small == 3                                                             # the budget still bounds it
 
 # ------------------------------------------------------------------------------------------ coherence
 class LabelModel(nn.Module):

@@ -37,7 +37,7 @@ class Options:
     k: int = 1000                    # importance samples per row for the likelihoods
     likelihood_rows: int = 1000      # test rows for the likelihoods (0: all)
     row_chunk: int = 16              # rows per likelihood pass
-    sample_chunk: int | None = None  # samples per likelihood pass (None: from a memory budget)
+    sample_chunk: int | None = None  # samples per likelihood pass (None: likelihood.default_sample_chunk)
     classifier_epochs: int = 30      # most epochs of the coherence classifiers (official protocol: 30)
     classifier_patience: int = 3     # stop after this many epochs without validation gain (0: all epochs)
     joint_samples: int = 10000       # prior samples for joint coherence
