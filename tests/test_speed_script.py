@@ -60,3 +60,35 @@ def test_speed_models_races_the_hand_written_losses(tmp_path, monkeypatch):
     assert all(float(c.replace(",", "")) > 0 for c in rows["mmjsd"])  # every contender ran, both ratios
     assert rows["meme"][2:] == ["", "", ""]                             # no hand-written MEME loss
     assert "- Hand loop (issue 15" in text and "No generic hand-written loop" not in text
+
+
+def test_machine_line_names_the_cpu_generation():
+    """Roofline shares depend on the core (a Zen 4 and a Zen 5 EPYC both read "AMD EPYC"): where
+    /proc/cpuinfo gives family and model, the machine line carries them."""
+    line = _speed_module().cpu_name()
+    assert line
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return
+    if "cpu family" in text:
+        assert "family " in line and "model " in line
+
+
+def test_likelihood_chunks_script_writes_its_tables(tmp_path):
+    """bench/likelihood_chunks.py (the measurement behind CPU_ROWS_PER_PASS) stays runnable."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        spec = importlib.util.spec_from_file_location("likelihood_chunks_bench", ROOT / "bench" / "likelihood_chunks.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    out = tmp_path / "chunks.md"
+    module.main(["--suites", "mlp", "--samples", "2", "--sizes", "32", "64", "--reps", "1", "--k", "6",
+                 "--rows", "3", "--out", str(out)])
+    text = out.read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| mlp mopoe |")]
+    assert len(rows) == 2 and "memory budget alone" in rows[0]
+    assert all(float(line.split("|")[4]) > 0 for line in rows)
+    assert sum(line.startswith(("| 1x28x28 |", "| 3x28x28 |", "| 3x32x32 |")) for line in text.splitlines()) == 6
