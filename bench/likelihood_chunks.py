@@ -9,6 +9,10 @@ the second the conv decoders' forward rate (GFLOP/s of convolutions and matrix p
 depend on the chunking (tests/test_evaluation.py), only their cost does.
 
     PYTHONPATH=src OMP_NUM_THREADS=1 python bench/likelihood_chunks.py
+    PYTHONPATH=src OMP_NUM_THREADS=1 python bench/likelihood_chunks.py --run runs/mopoe-mnist-label --suites
+
+``--run DIR`` adds a trained run folder (its model on its first ``--run-rows`` test rows), as
+``mmvae evaluate --metrics likelihood`` would estimate them.
 """
 from __future__ import annotations
 
@@ -29,23 +33,33 @@ from mmvae.nets.conv import ConvDecoder  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 
-def estimate_rows(suites: list[str], model_name: str, rows: int, k: int, settings: list[int], reps: int,
-                  clock) -> list[str]:
-    lines = []
+def _cases(suites: list[str], model_name: str, rows: int, run: str | None, run_rows: int):
     for suite_name in suites:
         suite = SUITES[suite_name]
         data = make_data(suite, rows)
         model, _ = build_mmvae(model_name, data.specs, make_networks(suite, 0))
-        model.eval()
-        budget_only = default_sample_chunk(data, k, rows, device="cuda")
-        shipped = default_sample_chunk(data, k, rows, device="cpu")
+        yield f"{suite_name} {model_name}", model.eval(), data
+    if run:
+        from mmvae.runs import load_run
+
+        loaded = load_run(run)
+        test = loaded.dataset().test
+        yield (f"run {Path(run).name} ({run_rows} test rows)", loaded.model,
+               test.subset(torch.arange(min(run_rows, len(test)))))
+
+
+def estimate_rows(cases, rows: int, k: int, settings: list[int], reps: int, clock) -> list[str]:
+    lines = []
+    for name, model, data in cases:
+        budget_only = default_sample_chunk(data, k, min(rows, len(data)), device="cuda")
+        shipped = default_sample_chunk(data, k, min(rows, len(data)), device="cpu")
         chunks = [budget_only] + [c for c in settings if c != budget_only]
         times: dict[int, list[float]] = {c: [] for c in chunks}
         for r in range(reps + 1):                            # round 0 warms up
             order = chunks[r % len(chunks):] + chunks[:r % len(chunks)]
             for c in order:
                 t0 = clock()
-                log_likelihoods(model, data, k=k, sample_chunk=c)
+                log_likelihoods(model, data, k=k, row_chunk=rows, sample_chunk=c)
                 if r:
                     times[c].append(clock() - t0)
         base = statistics.median(times[budget_only])
@@ -53,7 +67,7 @@ def estimate_rows(suites: list[str], model_name: str, rows: int, k: int, setting
             t = statistics.median(times[c])
             tag = " (memory budget alone, the old default)" if c == budget_only else \
                 (" (the default on CPU)" if c == shipped else "")
-            lines.append(f"| {suite_name} {model_name} | {c}{tag} | {c * rows} | {t:.2f} | {base / t:.2f} |")
+            lines.append(f"| {name} | {c}{tag} | {c * min(rows, len(data))} | {t:.2f} | {base / t:.2f} |")
         print("\n".join(lines[-len(chunks):]), flush=True)
     return lines
 
@@ -86,12 +100,14 @@ def decoder_rows(sizes: list[int], reps: int, clock) -> list[str]:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--suites", nargs="+", default=["mlp", "conv", "polymnist-3"])
+    ap.add_argument("--suites", nargs="*", default=["mlp", "conv", "polymnist-3"])
+    ap.add_argument("--run", help="also time a trained run folder (mmvae train's output)")
+    ap.add_argument("--run-rows", type=int, default=64, help="test rows of --run")
     ap.add_argument("--model", default="mopoe")
     ap.add_argument("--rows", type=int, default=16, help="rows per pass (evaluate's row_chunk)")
     ap.add_argument("--k", type=int, default=1000)
     ap.add_argument("--samples", type=int, nargs="+", default=[8, 16, 32, 64, 128])
-    ap.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 256, 512, 1024, 2048])
+    ap.add_argument("--sizes", type=int, nargs="*", default=[64, 128, 256, 512, 1024, 2048])
     ap.add_argument("--reps", type=int, default=4)
     ap.add_argument("--clock", choices=list(CLOCKS), default="cpu")
     ap.add_argument("--out", default="docs/results/likelihood-chunks.md")
@@ -99,8 +115,9 @@ def main(argv=None) -> None:
     torch.set_num_threads(int(__import__("os").environ.get("OMP_NUM_THREADS", "1")))
     clock = CLOCKS[args.clock]
     start = time.perf_counter()
-    est = estimate_rows(args.suites, args.model, args.rows, args.k, args.samples, args.reps, clock)
-    dec = decoder_rows(args.sizes, args.reps, clock)
+    est = estimate_rows(_cases(args.suites, args.model, args.rows, args.run, args.run_rows), args.rows, args.k,
+                        args.samples, args.reps, clock)
+    dec = decoder_rows(args.sizes, args.reps, clock) if args.sizes else []
     cmd = "PYTHONPATH=src OMP_NUM_THREADS=1 python bench/likelihood_chunks.py" + \
         ("" if argv is None and len(sys.argv) == 1 else " " + " ".join(argv if argv is not None else sys.argv[1:]))
     Path(args.out).write_text(f"""# Samples per likelihood pass on a CPU (issue 15, item 4)
@@ -110,7 +127,7 @@ Machine: {machine()}; one torch thread, {"process CPU" if args.clock == "cpu" el
 {args.reps} interleaved rounds (a warm-up round not counted). The library's default on a CPU:
 `CPU_ROWS_PER_PASS` = {CPU_ROWS_PER_PASS} decoded codes per pass (`evaluation/likelihood.default_sample_chunk`).
 
-## Whole estimates: `log_likelihoods(model, data, k={args.k})`, {args.rows} rows, every subset
+## Whole estimates: `log_likelihoods(model, data, k={args.k})`, {args.rows} rows per pass, every subset
 
 | setting | samples per pass | codes decoded per pass | seconds | speed-up over the old default |
 |---|---|---|---|---|

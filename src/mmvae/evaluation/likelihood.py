@@ -140,7 +140,8 @@ def likelihood_subsets(modalities: list[str]) -> list[tuple[str, ...]]:
 #: thousand rows per call, where a layer's activations still fit the caches, and ~15% slower at 2048; MLP
 #: decoders gain a little up to 2048. Whole K=1000 estimates of 16 rows at 1024 codes per pass against the
 #: memory budget alone: 1.12x faster on MLPs (5344 codes per pass before) and PolyMNIST-3 (1776), equal on
-#: conv MNIST+SVHN (1360) (``python bench/likelihood_chunks.py``, docs/results/likelihood-chunks.md).
+#: conv MNIST+SVHN (1360) (``python bench/likelihood_chunks.py``, docs/results/likelihood-chunks.md); the
+#: default run's model (``mmvae train``) 1.24-1.29x (5344 before; docs/results/likelihood-chunks-default-run.md).
 CPU_ROWS_PER_PASS = 1024
 
 
