@@ -26,11 +26,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from contenders import CLOCKS, SUITES, build_mmvae, make_data, make_networks  # noqa: E402
+from roofline import count_flops  # noqa: E402
 from speed import machine  # noqa: E402
 
 from mmvae.evaluation.likelihood import CPU_ROWS_PER_PASS, default_sample_chunk, log_likelihoods  # noqa: E402
 from mmvae.nets.conv import ConvDecoder  # noqa: E402
-from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 
 def _cases(suites: list[str], model_name: str, rows: int, run: str | None, run_rows: int):
@@ -80,9 +80,7 @@ def decoder_rows(sizes: list[int], reps: int, clock) -> list[str]:
         z = torch.randn(4096, 20)
         rates: dict[int, list[float]] = {n: [] for n in sizes}
         with torch.no_grad():
-            with FlopCounterMode(display=False) as counter:
-                dec(z)
-            flops = counter.get_total_flops()
+            flops = count_flops(lambda: dec(z))
             for r in range(reps + 1):
                 for n in sizes[r % len(sizes):] + sizes[:r % len(sizes)]:
                     t0 = clock()
@@ -112,7 +110,7 @@ def main(argv=None) -> None:
     ap.add_argument("--clock", choices=list(CLOCKS), default="cpu")
     ap.add_argument("--out", default="docs/results/likelihood-chunks.md")
     args = ap.parse_args(argv)
-    torch.set_num_threads(int(__import__("os").environ.get("OMP_NUM_THREADS", "1")))
+    torch.set_num_threads(1)                                   # one thread, as bench/roofline.py
     clock = CLOCKS[args.clock]
     start = time.perf_counter()
     est = estimate_rows(_cases(args.suites, args.model, args.rows, args.run, args.run_rows), args.rows, args.k,
