@@ -51,8 +51,9 @@ def _cases(suites: list[str], model_name: str, rows: int, run: str | None, run_r
 def estimate_rows(cases, rows: int, k: int, settings: list[int], reps: int, clock) -> list[str]:
     lines = []
     for name, model, data in cases:
-        budget_only = default_sample_chunk(data, k, min(rows, len(data)), device="cuda")
-        shipped = default_sample_chunk(data, k, min(rows, len(data)), device="cpu")
+        per_pass = min(rows, len(data))                      # rows in a pass, as log_likelihoods counts them
+        budget_only = default_sample_chunk(data, k, per_pass, device="cuda")
+        shipped = default_sample_chunk(data, k, per_pass, device="cpu")
         chunks = [budget_only] + [c for c in settings if c != budget_only]
         times: dict[int, list[float]] = {c: [] for c in chunks}
         for r in range(reps + 1):                            # round 0 warms up
@@ -67,7 +68,7 @@ def estimate_rows(cases, rows: int, k: int, settings: list[int], reps: int, cloc
             t = statistics.median(times[c])
             tag = " (memory budget alone, the old default)" if c == budget_only else \
                 (" (the default on CPU)" if c == shipped else "")
-            lines.append(f"| {name} | {c}{tag} | {c * min(rows, len(data))} | {t:.2f} | {base / t:.2f} |")
+            lines.append(f"| {name} | {c}{tag} | {c * per_pass} | {t:.2f} | {base / t:.2f} |")
         print("\n".join(lines[-len(chunks):]), flush=True)
     return lines
 
