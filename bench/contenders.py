@@ -15,7 +15,9 @@ Contenders: ``mmvae`` (library defaults; on CPU ``vectorise=auto`` runs the per-
 torch.optim.Adam's default implementation),
 ``mmvae-vec`` (``vectorise=true``), ``multivae`` (MultiVae with the very same modules wrapped in pythae's
 Base{En,De}coder), ``multivae-textbook`` (the same weights in modules that run the textbook
-``nn.Sequential`` forward, i.e. what MultiVae's own PolyMNIST/SVHN networks do), ``hand`` (a minimal
+``nn.Sequential`` forward, i.e. what MultiVae's own PolyMNIST/SVHN networks do: MultiVae as its users run
+conv networks), ``multivae-bf16`` / ``multivae-textbook-bf16`` (those two with MultiVae's loss wrapped in
+bf16 autocast by hand: MultiVae has no mixed-precision option), ``hand`` (a minimal
 PyTorch loss written for that model alone, each network called once per step on a concatenated batch)
 ``trainer-step`` (``Trainer._step`` alone: the Trainer's per-step work, with its optimizer) and ``trainer``
 (``mmvae.train.Trainer``, a fit of a few epochs). All start from the same weights.
@@ -45,8 +47,8 @@ from mmvae.train.trainer import LossModule, Trainer, make_adam
 LATENT, HIDDEN, BATCH = 20, 512, 128
 SCALE = 0.75          # Laplace likelihood scale (mmvae's default)
 MODELS = ("mvae", "mmvae-elbo", "mmvae-dreg10", "mopoe")
-IMPLS = ("mmvae", "mmvae-fused", "mmvae-bf16", "mmvae-vec", "multivae", "multivae-bf16", "multivae-textbook", "hand",
-         "trainer-step", "trainer")
+IMPLS = ("mmvae", "mmvae-fused", "mmvae-bf16", "mmvae-vec", "multivae", "multivae-bf16", "multivae-textbook",
+         "multivae-textbook-bf16", "hand", "trainer-step", "trainer")
 
 
 @dataclass(frozen=True)
@@ -340,8 +342,8 @@ class Contender:
             optimizer, impl = make_adam, "mmvae"
         elif impl == "mmvae-bf16":  # as the Trainer runs with amp=bf16 (amp=auto on a CPU or GPU with native bf16)
             optimizer, impl, amp = make_adam, "mmvae", True
-        elif impl == "multivae-bf16":   # MultiVae has no mixed precision: its loss wrapped in autocast by hand
-            impl, amp = "multivae", True
+        elif impl in ("multivae-bf16", "multivae-textbook-bf16"):   # MultiVae has no mixed precision: its loss
+            impl, amp = impl[:-len("-bf16")], True                   # wrapped in autocast by hand
         tensors = [data.data[m].to(device) for m in suite.specs]
         if impl in ("mmvae", "mmvae-vec", "mmvae-compiled", "trainer", "trainer-step"):
             vec = True if impl == "mmvae-vec" else mmvae_options.pop("vectorise", "auto")
