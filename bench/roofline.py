@@ -1,10 +1,11 @@
-"""How close the conv networks, training steps and K=1000 likelihoods come to the CPU's matmul limit
+"""How close the conv networks, training steps and K=1000 likelihoods come to the CPU's limit (the fastest dense kernel)
 (issue 15, item 4).
 
 FLOPs are counted by ``torch.utils.flop_counter.FlopCounterMode`` on the very call that is timed
 (matrix products and convolutions, forward and backward; element-wise work is not counted and is part
-of what keeps a workload under the limit). The roofline is a plain float32 matrix product
-(2048x1024 @ 1024x1024) on the same thread. In every round the roofline and each workload run back to
+of what keeps a workload under the limit). The roofline is the fastest of three dense float32 kernels on
+the same thread: a 2048x1024 @ 1024x1024 matrix product (torch.matmul and oneDNN's 1x1 convolution) and a
+3x3 channels-last convolution (``roofline_fns``). In every round the roofline and each workload run back to
 back; a workload's share of the roofline is the median over rounds of (its GFLOP/s) / (the roofline's
 GFLOP/s in that round), so the machine's load of the moment cancels. CPU time of this process by
 default (``--clock wall`` for elapsed time).
@@ -35,6 +36,7 @@ from mmvae.train.trainer import make_adam  # noqa: E402
 from mmvae.nets.conv import ConvDecoder, ConvEncoder, SubpixelTransposedConv, _convolve  # noqa: E402
 
 ROOF_SHAPE = (2048, 1024, 1024)
+ROOF_CONV = (128, 128, 8)   # rows, channels (in = out), map size of the 3x3 convolution
 
 
 def count_flops(fn) -> int:
@@ -58,20 +60,32 @@ class Workload:
         return (clock() - t0) / self.calls
 
 
-def roofline_fns(dtype=torch.float32) -> list:
-    """The same (m x k) @ (k x n) product two ways: ``torch.matmul`` (MKL's or OpenBLAS's GEMM) and a 1x1
-    convolution on channels-last activations (oneDNN's GEMM, the library of the conv layers). On some CPUs
-    one is far below the other (on an AMD EPYC: MKL's float32 GEMM 86 GFLOP/s, oneDNN's 200), so the roofline
-    of a round is the faster of the two."""
+def roofline_fns(dtype=torch.float32) -> list[tuple]:
+    """(call, FLOPs) of the dense kernels whose best rate is the roofline of a round: the (m x k) @ (k x n)
+    product as ``torch.matmul`` (MKL's or OpenBLAS's GEMM) and as a 1x1 convolution on channels-last
+    activations (oneDNN's GEMM, the library of the conv layers), and a dense 3x3 convolution, 128 -> 128
+    channels on 8x8 maps of 128 rows, channels-last (oneDNN's direct convolution kernel). On some CPUs one
+    GEMM is far below the other (an AMD EPYC Zen 5: MKL's float32 GEMM 86 GFLOP/s, oneDNN's 200); on a Zen 4
+    EPYC both GEMMs (84-90 float32, 176-213 bf16) stay below what the convolution kernels reach (117-125
+    float32, 225-247 bf16, and 115 for the decoder's own 128 -> 64 transposed layer), so a roofline of the
+    GEMMs alone is no upper bound there: the convolution is in the set since then."""
     m, k, n = ROOF_SHAPE
     a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
     x = torch.randn(m // 64, k, 8, 8, dtype=dtype).contiguous(memory_format=torch.channels_last)
     w = torch.randn(n, k, 1, 1, dtype=dtype)
+    rows, ch, size = ROOF_CONV
+    x3 = torch.randn(rows, ch, size, size, dtype=dtype).contiguous(memory_format=torch.channels_last)
+    w3 = torch.randn(ch, ch, 3, 3, dtype=dtype)
 
     def conv():
         with torch.no_grad():
             return F.conv2d(x, w)
-    return [lambda: a @ b, conv]
+
+    def conv3():
+        with torch.no_grad():
+            return F.conv2d(x3, w3, padding=1)
+    gemm = 2 * m * k * n
+    return [(lambda: a @ b, gemm), (conv, gemm), (conv3, 2 * rows * size * size * ch * ch * 9)]
 
 
 def network_workloads() -> list[Workload]:
@@ -408,17 +422,19 @@ def main(argv=None):
         work, steps, lls = work[:3], steps[:1], lls[:1]
     work += step_workloads(steps) + step_workloads(steps, amp=True) + likelihood_workloads(lls, args.rows, args.k)
     roof, roof16 = roofline_fns(), roofline_fns(torch.bfloat16)
-    for fn in roof + roof16:
+    for fn, _ in roof + roof16:
         fn()
-    roof_flops = 2 * ROOF_SHAPE[0] * ROOF_SHAPE[1] * ROOF_SHAPE[2]
 
-    def roof_rate(fns):
+    kernel_rates = {}   # (dtype tag, kernel index) -> rates over the rounds
+
+    def roof_rate(fns, tag="float32"):
         rates = []
-        for fn in fns:
+        for i, (fn, flops) in enumerate(fns):
             c0 = clock()
             for _ in range(3):
                 fn()
-            rates.append(3 * roof_flops / (clock() - c0) / 1e9)
+            rates.append(3 * flops / (clock() - c0) / 1e9)
+            kernel_rates.setdefault((tag, i), []).append(rates[-1])
         return max(rates)
 
     roof_rates, roof16_rates, rates = [], [], {w.name: [] for w in work}
@@ -427,7 +443,7 @@ def main(argv=None):
         for w in work:
             here = roof_rate(roof)
             roof_rates.append(here)
-            here16 = roof_rate(roof16) if w.bf16 else None
+            here16 = roof_rate(roof16, "bf16") if w.bf16 else None
             if here16:
                 roof16_rates.append(here16)
             rate = w.flops / w.time(clock) / 1e9
@@ -436,8 +452,8 @@ def main(argv=None):
             if here16:
                 shares16[w.name].append(rate / here16)
         print(f"round {r + 1}/{args.reps}: roofline {statistics.median(roof_rates[-len(work):]):.0f} GFLOP/s", flush=True)
-    lines = ["| group | workload | GFLOP per call | GFLOP/s | share of the float32 matmul roofline | "
-             "share of the bf16 matmul roofline |", "|---|---|---|---|---|---|"]
+    lines = ["| group | workload | GFLOP per call | GFLOP/s | share of the float32 roofline | "
+             "share of the bf16 roofline |", "|---|---|---|---|---|---|"]
     for w in work:
         lines.append(f"| {w.group} | {w.name} | {w.flops / 1e9:.3g} | {statistics.median(rates[w.name]):.0f} | "
                      f"{100 * statistics.median(shares[w.name]):.0f}% | "
@@ -453,18 +469,25 @@ def main(argv=None):
     print(alternatives)
     if not args.out:
         return
+    names = ("matmul", "1x1 conv (oneDNN GEMM)", "3x3 conv")
+    kernels = "; ".join(f"{tag} " + ", ".join(f"{names[i]} {statistics.median(kernel_rates[(tag, i)]):.0f}"
+                                              for i in range(len(names)) if (tag, i) in kernel_rates)
+                        for tag in ("float32", "bf16"))
     cmd = "python bench/roofline.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    Path(args.out).write_text(f"""# Conv networks, training steps and likelihoods against the matmul roofline (issue 15, item 4)
+    Path(args.out).write_text(f"""# Conv networks, training steps and likelihoods against the roofline of dense kernels (issue 15, item 4)
 
 Command: `PYTHONPATH=src OMP_NUM_THREADS=1 {cmd.strip()}`; {time.time() - t0:.0f} s in all.
 Machine: {machine()}; shared (load average {load:.2f} at the start), one torch thread,
 {'process CPU time' if args.clock == 'cpu' else 'wall time'}.
 
-Roofline: the float32 matrix product {ROOF_SHAPE[0]}x{ROOF_SHAPE[1]} @ {ROOF_SHAPE[1]}x{ROOF_SHAPE[2]}, the faster of
-`torch.matmul` and the same product as a 1x1 channels-last convolution (oneDNN's GEMM, which on some CPUs
-is far faster than the BLAS behind `matmul`; `roofline_fns`), median
+Roofline: the fastest of three dense float32 kernels on this thread (`roofline_fns`): the matrix product
+{ROOF_SHAPE[0]}x{ROOF_SHAPE[1]} @ {ROOF_SHAPE[1]}x{ROOF_SHAPE[2]} as `torch.matmul` and as a 1x1 channels-last
+convolution (oneDNN's GEMM, which on some CPUs is far faster than the BLAS behind `matmul`), and a 3x3
+channels-last convolution {ROOF_CONV[1]} -> {ROOF_CONV[1]} channels on {ROOF_CONV[2]}x{ROOF_CONV[2]} maps of
+{ROOF_CONV[0]} rows (oneDNN's direct kernel, which on some CPUs runs well above both GEMMs); median
 {statistics.median(roof_rates):.0f} GFLOP/s over the rounds (measured before every workload in every round); the
-same product in bf16 (measured before every bf16 workload): median {statistics.median(roof16_rates):.0f} GFLOP/s.
+same three kernels in bf16 (measured before every bf16 workload): median {statistics.median(roof16_rates):.0f} GFLOP/s.
+Medians of each kernel alone, GFLOP/s: {kernels}.
 FLOPs: `torch.utils.flop_counter.FlopCounterMode` on the timed call (convolutions and matrix products,
 forward and backward, 2 FLOPs per multiply-add); the share is the median over {args.reps} rounds of the
 workload's rate over the roofline's rate of that round. "default" = the library's networks
