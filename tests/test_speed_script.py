@@ -7,15 +7,20 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _speed_module():
+def _bench_module(name: str):
+    """bench/<name>.py imported as a module (bench/ on the path while it loads its siblings)."""
     sys.path.insert(0, str(ROOT / "bench"))
     try:
-        spec = importlib.util.spec_from_file_location("speed_bench", ROOT / "bench" / "speed.py")
+        spec = importlib.util.spec_from_file_location(f"{name}_bench", ROOT / "bench" / f"{name}.py")
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         return module
     finally:
         sys.path.remove(str(ROOT / "bench"))
+
+
+def _speed_module():
+    return _bench_module("speed")
 
 
 def test_speed_runs_every_library_contender_and_reports_the_targets(tmp_path):
@@ -77,13 +82,7 @@ def test_machine_line_names_the_cpu_generation():
 
 def test_likelihood_chunks_script_writes_its_tables(tmp_path):
     """bench/likelihood_chunks.py (the measurement behind CPU_ROWS_PER_PASS) stays runnable."""
-    sys.path.insert(0, str(ROOT / "bench"))
-    try:
-        spec = importlib.util.spec_from_file_location("likelihood_chunks_bench", ROOT / "bench" / "likelihood_chunks.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(ROOT / "bench"))
+    module = _bench_module("likelihood_chunks")
     out = tmp_path / "chunks.md"
     module.main(["--suites", "mlp", "--samples", "2", "--sizes", "32", "64", "--reps", "1", "--k", "6",
                  "--rows", "3", "--out", str(out)])
@@ -92,3 +91,33 @@ def test_likelihood_chunks_script_writes_its_tables(tmp_path):
     assert len(rows) == 2 and "memory budget alone" in rows[0]
     assert all(float(line.split("|")[4]) > 0 for line in rows)
     assert sum(line.startswith(("| 1x28x28 |", "| 3x28x28 |", "| 3x32x32 |")) for line in text.splitlines()) == 6
+
+
+def test_roofline_kernels_declare_the_flops_they_run():
+    """Each roofline kernel's rate is its declared FLOPs over its time: the declaration must be what torch's
+    FLOP counter counts on the call (two GEMMs and the 3x3 convolution, float32 and bf16)."""
+    import torch
+
+    roofline = _bench_module("roofline")
+    for dtype in (torch.float32, torch.bfloat16):
+        kernels = roofline.roofline_fns(dtype)
+        assert len(kernels) == 3
+        for fn, flops in kernels:
+            assert roofline.count_flops(fn) == flops
+
+
+def test_roofline_script_reports_both_rooflines(tmp_path):
+    """bench/roofline.py --quick writes the shares of the GEMM (issue's matmul) roofline and of the strict one;
+    the strict roofline is the faster, so every strict share is at most the GEMM share."""
+    roofline = _bench_module("roofline")
+    out = tmp_path / "roofline.md"
+    roofline.main(["--quick", "--reps", "1", "--k", "20", "--rows", "1", "--out", str(out)])
+    text = out.read_text()
+    assert "share of the float32 GEMM roofline" in text and "fastest dense kernel" in text
+    assert "Medians of each kernel alone" in text and "3x3 conv" in text
+    rows = [line.split("|") for line in text.splitlines()
+            if line.startswith(("| network |", "| training step |", "| likelihood |"))]
+    assert len(rows) >= 4
+    for row in rows:
+        gemm, strict = float(row[5].strip(" %")), float(row[6].strip(" %"))
+        assert 0 < strict <= gemm
