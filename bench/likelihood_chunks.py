@@ -68,7 +68,7 @@ def estimate_rows(cases, rows: int, k: int, settings: list[int], reps: int, cloc
             t = statistics.median(times[c])
             tag = " (memory budget alone, the old default)" if c == budget_only else \
                 (" (the default on CPU)" if c == shipped else "")
-            lines.append(f"| {name} | {c}{tag} | {c * per_pass} | {t:.2f} | {base / t:.2f} |")
+            lines.append(f"| {name} | {c}{tag} | {c * per_pass} | {t:.3g} | {base / t:.2f} |")
         print("\n".join(lines[-len(chunks):]), flush=True)
     return lines
 
