@@ -66,9 +66,10 @@ def roofline_fns(dtype=torch.float32) -> list[tuple]:
     activations (oneDNN's GEMM, the library of the conv layers), and a dense 3x3 convolution, 128 -> 128
     channels on 8x8 maps of 128 rows, channels-last (oneDNN's direct convolution kernel). On some CPUs one
     GEMM is far below the other (an AMD EPYC Zen 5: MKL's float32 GEMM 86 GFLOP/s, oneDNN's 200); on a Zen 4
-    EPYC both GEMMs (84-90 float32, 176-213 bf16) stay below what the convolution kernels reach (117-125
-    float32, 225-247 bf16, and 115 for the decoder's own 128 -> 64 transposed layer), so a roofline of the
-    GEMMs alone is no upper bound there: the convolution is in the set since then."""
+    EPYC both GEMMs (87-104 float32, 196-202 bf16) stay below what the convolution kernel reaches (121-123
+    float32, 235-237 bf16; docs/results/roofline-zen4.md, two runs), and the decoder's own 128 -> 64
+    transposed layer ran forward + backward at 95% of the GEMMs' rate, so a roofline of the GEMMs alone is
+    no upper bound there: the convolution is in the set since then."""
     m, k, n = ROOF_SHAPE
     a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
     x = torch.randn(m // 64, k, 8, 8, dtype=dtype).contiguous(memory_format=torch.channels_last)
