@@ -150,3 +150,62 @@ def test_autocast_leaves_sequentials_with_other_layers_to_autocast():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out, ref = run_sequential(seq, x), seq(x)
     assert out.dtype == torch.bfloat16 and torch.allclose(out.float(), ref.float(), atol=1e-2)
+
+
+def _relu_backward_layouts(enc, dec, x, z, amp: bool) -> list[tuple]:
+    """(gradient strides, output strides) of every ReLU backward of one encoder + decoder backward pass."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    seen = []
+
+    class Log(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func is torch.ops.aten.threshold_backward.default:
+                seen.append((args[0].stride(), args[1].stride()))
+            return func(*args, **(kwargs or {}))
+
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+        loc, raw = enc(x)
+        out = dec(z)
+    with Log():
+        (loc.float().sum() + raw.float().sum() + out.float().sum()).backward()
+    return seen
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("amp", [False, True])
+def test_every_relu_backward_sees_one_layout(shape, amp, monkeypatch):
+    """The gradient reaching each ReLU comes in the layout of the ReLU's output (nets/conv._GradInLayoutOf):
+    the encoder's last ReLU (behind the flatten), the decoder's first (behind oneDNN's transposed
+    convolution) and a one-channel image's first included, where threshold_backward on two layouts is 5-9x
+    slower (bench/grad_layout.py). Without the identity some ReLU does see two layouts."""
+    import mmvae.nets.conv as conv
+
+    torch.manual_seed(0)
+    enc, dec = ConvEncoder(shape, 6), ConvDecoder(shape, 6)
+    x, z = torch.rand(4, *shape), torch.randn(4, 6)
+    seen = _relu_backward_layouts(enc, dec, x, z, amp)
+    assert len(seen) == 6 and all(g == o for g, o in seen)
+    monkeypatch.setattr(conv, "GRAD_LAYOUT", False)
+    assert any(g != o for g, o in _relu_backward_layouts(enc, dec, x, z, amp))
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_encoders_equal_their_textbook_network(shape):
+    """float64: the encoder body's output and the gradients of its input and every parameter equal the
+    plain nn.Sequential's, first and second derivatives (the layout identities are identities)."""
+    torch.manual_seed(2)
+    enc = ConvEncoder(shape, 6).double()
+    x = torch.rand(5, *shape, dtype=torch.float64, requires_grad=True)
+    fast, plain = run_sequential(enc.body, x), enc.body(x)
+    assert _rel(fast, plain) < 1e-12
+    inputs = [x, *enc.body.parameters()]
+    g = torch.randn_like(plain)
+    first_fast, first_plain = _grads(fast, inputs, g, True), _grads(plain, inputs, g, True)
+    for a, e in zip(first_fast, first_plain):
+        assert _rel(a, e) < 1e-10
+    one = torch.tensor(1.0, dtype=torch.float64)
+    second_fast = _grads(sum((a ** 2).sum() for a in first_fast), inputs, one)
+    second_plain = _grads(sum((a ** 2).sum() for a in first_plain), inputs, one)
+    for a, e in zip(second_fast, second_plain):
+        assert (a - e).abs().max() <= 1e-10 * e.abs().max().clamp_min(1.0)

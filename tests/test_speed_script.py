@@ -121,3 +121,19 @@ def test_roofline_script_reports_both_rooflines(tmp_path):
     for row in rows:
         gemm, strict = float(row[5].strip(" %")), float(row[6].strip(" %"))
         assert 0 < strict <= gemm
+
+
+def test_grad_layout_script_times_both_sides(tmp_path):
+    """bench/grad_layout.py writes the kernel rows and one step row per case and contender, and leaves the
+    switch on."""
+    import mmvae.nets.conv as conv
+
+    module = _bench_module("grad_layout")
+    out = tmp_path / "grad-layout.md"
+    module.main(["--cases", "conv:mopoe", "--impls", "mmvae-fused", "--reps", "1", "--block", "1", "--rows", "256",
+                 "--out", str(out)])
+    text = out.read_text()
+    assert sum(line.startswith(("| float32 128x128x4x4 |", "| bfloat16 128x128x4x4 |")) for line in text.splitlines()) == 4
+    rows = [line.split("|") for line in text.splitlines() if line.startswith("| conv | mopoe | mmvae-fused |")]
+    assert len(rows) == 1 and float(rows[0][4]) > 0 and float(rows[0][5]) > 0
+    assert conv.GRAD_LAYOUT is True

@@ -9,9 +9,11 @@ Speed (docs/results/roofline.md): the layers are plain ``nn.Sequential`` modules
 and checkpoints are those of the textbook network), but :func:`run_sequential` evaluates them the way
 the CPU runs fastest, with the same function: activations in channels-last layout (oneDNN's fast
 convolution kernels; 1.3-1.8x on the decoder's transposed convolutions), a transposed convolution of a
-1x1 map and a convolution whose kernel covers its whole input as one matrix product, ReLU in place, and
-the last decoder layer (4x4/2 to 1 or 3 channels, where oneDNN's transposed kernel starves for output
-channels) as a sub-pixel convolution (:class:`SubpixelTransposedConv`).
+1x1 map and a convolution whose kernel covers its whole input as one matrix product, ReLU in place, the
+last decoder layer (4x4/2 to 1 or 3 channels, where oneDNN's transposed kernel starves for output
+channels) as a sub-pixel convolution (:class:`SubpixelTransposedConv`), and each ReLU's gradient handed
+back in the ReLU output's layout (:class:`_GradInLayoutOf`; training steps 1.00-1.06x,
+docs/results/grad-layout.md).
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 BASE = 32
+GRAD_LAYOUT = True   # _GradInLayoutOf after each ReLU (a switch for bench/grad_layout.py to time it off)
 
 
 def _encoder_body(channels: int, third_kernel: int, hidden: int, act: type[nn.Module] = nn.ReLU) -> nn.Sequential:
@@ -156,6 +159,31 @@ def _is_subpixel_transposed(layer: nn.Module, h: Tensor) -> bool:
             and not _batched(h) and not _cpu_autocast_on())
 
 
+class _GradInLayoutOf(torch.autograd.Function):
+    """Identity whose backward hands the gradient on in the layout of its input, placed after each ReLU of
+    the networks: the gradient that reaches a ReLU from the next layer can arrive in another layout than
+    the ReLU's output (oneDNN's transposed-convolution backward returns the default layout for a
+    channels-last map; the flatten before a matrix product does too; a one-channel image's first
+    convolution writes the default layout and receives channels-last), and the ReLU's backward
+    (``threshold_backward``) on tensors of two layouts runs 5-9x slower than on one (a 128x128x4x4 map:
+    1.34 against 0.14 ms in bf16, 1.42 against 0.30 in float32, layout copy included; training steps
+    1.00-1.06x; bench/grad_layout.py, docs/results/grad-layout.md). A no-op when the layouts agree."""
+
+    @staticmethod
+    def forward(h: Tensor) -> Tensor:
+        return h.view_as(h)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        h = inputs[0]
+        ctx.layout = (torch.channels_last if h.is_contiguous(memory_format=torch.channels_last)
+                      and not h.is_contiguous() else torch.contiguous_format)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        return grad.contiguous(memory_format=ctx.layout)
+
+
 _CAST_KINDS = (nn.Conv2d, nn.ConvTranspose2d, nn.ReLU, nn.Flatten, nn.Unflatten)
 
 
@@ -185,7 +213,8 @@ def run_sequential(seq: nn.Sequential, x: Tensor, subpixel: bool = True) -> Tens
     * a 4x4/2 ConvTranspose2d to few channels (the decoder's last layer) runs as
       :class:`SubpixelTransposedConv` (``subpixel=False``: as the other convolutions, for comparisons);
     * other convolutions run on channels-last activations; ReLU runs in place (its input is a fresh
-      convolution output that nothing else holds);
+      convolution output that nothing else holds), and when gradients are recorded an identity after it
+      (:class:`_GradInLayoutOf`) turns the gradient coming back into the ReLU output's layout;
     * under CPU autocast (``--set amp=bf16``) the input and each parameter are cast to the autocast dtype
       once and every layer runs in it, as autocast would run each convolution, but without autocast's
       round trips: a bias in float32 added to a bf16 map, layouts lost in casts;
@@ -212,7 +241,7 @@ def _run_layers(seq: nn.Sequential, x: Tensor, subpixel: bool, cast) -> Tensor:
             bias = None if layer.bias is None else _cast(layer.bias.repeat(kh * kw), cast)
             out = h.flatten(1) @ weight if bias is None else torch.addmm(bias, h.flatten(1), weight)
             h = out.view(h.shape[0], kh, kw, cout).permute(0, 3, 1, 2)       # channels-last (N, C, kh, kw)
-            fresh = True
+            fresh = not GRAD_LAYOUT  # a view: an in-place ReLU on it hands its gradient back in the default layout
         elif kind is nn.Conv2d and h.dim() == 4 and _is_pointwise_conv_of_map(layer, h):
             h = F.linear(h.flatten(1), _cast(layer.weight.flatten(1), cast), _cast(layer.bias, cast))[:, :, None, None]
             fresh = True
@@ -228,6 +257,9 @@ def _run_layers(seq: nn.Sequential, x: Tensor, subpixel: bool, cast) -> Tensor:
             fresh = True
         elif kind is nn.ReLU and _plain(layer):
             h = h.relu_() if fresh else layer(h)
+            if GRAD_LAYOUT and h.requires_grad and h.dim() == 4 and not _batched(h):
+                h = _GradInLayoutOf.apply(h)
+                fresh = False
         elif kind is nn.Flatten and layer.start_dim == 1 and layer.end_dim == -1:
             h = h.flatten(1)
         else:
