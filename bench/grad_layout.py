@@ -62,12 +62,14 @@ def step_rows(cases, impls, reps: int, block: int, rows: int) -> list[str]:
             c = Contender(impl, model, suite, nets, data)
             c.run(2)
             times = {True: [], False: []}
-            for r in range(reps):
-                for flag in ((True, False) if r % 2 else (False, True)):
-                    conv.GRAD_LAYOUT = flag
-                    c.run(1)                       # the first step after a switch is not timed
-                    times[flag].append(c.run(block)[1] / block)
-            conv.GRAD_LAYOUT = True
+            try:
+                for r in range(reps):
+                    for flag in ((True, False) if r % 2 else (False, True)):
+                        conv.GRAD_LAYOUT = flag
+                        c.run(1)                   # the first step after a switch is not timed
+                        times[flag].append(c.run(block)[1] / block)
+            finally:
+                conv.GRAD_LAYOUT = True
             ratios = [off / on for off, on in zip(times[False], times[True])]
             line = (f"| {suite_name} | {model} | {impl} | {1e3 * statistics.median(times[False]):.1f} | "
                     f"{1e3 * statistics.median(times[True]):.1f} | {statistics.median(ratios):.3f} | "
