@@ -106,8 +106,8 @@ Command: `PYTHONPATH=src OMP_NUM_THREADS=1 {cmd.strip()}`; {time.time() - t0:.0f
 Machine: {machine()}; one torch thread, process CPU time.
 
 The conv networks keep activations channels-last, but the gradient reaching a ReLU could arrive in the
-default layout: from oneDNN's transposed-convolution backward (the decoder's first ReLU), from the
-flatten before the encoder's last matrix product, and after a one-channel image's first convolution
+default layout: through autograd's view replay of the decoder's first ReLU (in place on the view its
+matrix product is written into), from the flatten before the encoder's last matrix product, and after a one-channel image's first convolution
 (which writes the default layout) from the channels-last layer after it. ``threshold_backward`` then
 walks two layouts at once:
 

@@ -176,9 +176,9 @@ def _relu_backward_layouts(enc, dec, x, z, amp: bool) -> list[tuple]:
 @pytest.mark.parametrize("amp", [False, True])
 def test_every_relu_backward_sees_one_layout(shape, amp, monkeypatch):
     """The gradient reaching each ReLU comes in the layout of the ReLU's output (nets/conv._GradInLayoutOf):
-    the encoder's last ReLU (behind the flatten), the decoder's first (behind oneDNN's transposed
-    convolution) and a one-channel image's first included, where threshold_backward on two layouts is 5-9x
-    slower (bench/grad_layout.py). Without the identity some ReLU does see two layouts."""
+    the encoder's last ReLU (behind the flatten), the decoder's first (now out of place: in place on a view,
+    autograd's view replay handed its gradient back in the default layout) and a one-channel image's first
+    included, where threshold_backward on two layouts is 5-9x slower (bench/grad_layout.py). Without the identity some ReLU does see two layouts."""
     import mmvae.nets.conv as conv
 
     torch.manual_seed(0)

@@ -162,9 +162,11 @@ def _is_subpixel_transposed(layer: nn.Module, h: Tensor) -> bool:
 class _GradInLayoutOf(torch.autograd.Function):
     """Identity whose backward hands the gradient on in the layout of its input, placed after each ReLU of
     the networks: the gradient that reaches a ReLU from the next layer can arrive in another layout than
-    the ReLU's output (oneDNN's transposed-convolution backward returns the default layout for a
-    channels-last map; the flatten before a matrix product does too; a one-channel image's first
-    convolution writes the default layout and receives channels-last), and the ReLU's backward
+    the ReLU's output (the flatten before the encoder's matrix product hands it back in the default
+    layout; a one-channel image's first convolution writes the default layout and receives channels-last;
+    the decoder's first ReLU, once in place on the view its matrix product is written into, got its
+    gradient back in that base's default layout through autograd's view replay, so it now runs out of
+    place), and the ReLU's backward
     (``threshold_backward``) on tensors of two layouts runs 5-9x slower than on one (a 128x128x4x4 map:
     1.34 against 0.14 ms in bf16, 1.42 against 0.30 in float32, layout copy included; training steps
     1.00-1.06x; bench/grad_layout.py, docs/results/grad-layout.md). A no-op when the layouts agree."""
