@@ -5,8 +5,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mmvae.nets.conv import (ConvDecoder, ConvEncoder, SubpixelTransposedConv, _is_subpixel_transposed, _subpixel_weight,
-                             run_sequential)
+import mmvae.nets.conv as conv
+from mmvae.nets.conv import (ConvDecoder, ConvEncoder, SubpixelTransposedConv, _bias_apart, _is_subpixel_transposed,
+                             _subpixel_weight, run_sequential)
 from mmvae.nets.stacked import stacked_call
 
 SHAPES = [(1, 28, 28), (3, 28, 28), (3, 32, 32)]
@@ -209,3 +210,52 @@ def test_encoders_equal_their_textbook_network(shape):
     second_plain = _grads(sum((a ** 2).sum() for a in first_plain), inputs, one)
     for a, e in zip(second_fast, second_plain):
         assert (a - e).abs().max() <= 1e-10 * e.abs().max().clamp_min(1.0)
+
+
+@pytest.mark.parametrize("k,s,p,o,size,apart", [
+    (3, 2, 1, 0, 4, True),     # the 28x28 decoder's 128 -> 64 layer: 4x4 -> 7x7
+    (3, 2, 0, 0, 4, True),     # 9x9
+    (4, 2, 1, 1, 4, True),     # 9x9: a kernel that is a multiple of the stride, an odd output
+    (5, 3, 2, 0, 4, True),     # 10x10 against stride 3
+    (3, 2, 1, 1, 4, False),    # 8x8: a kernel that is not a multiple of the stride, an even output
+    (4, 2, 1, 0, 7, False),    # the 28x28 decoder's 64 -> 32 layer: 7x7 -> 14x14
+    (5, 3, 1, 0, 4, False),    # 12x12
+    (3, 1, 1, 0, 4, False),    # stride 1
+])
+def test_a_transposed_bias_is_added_apart_without_gradients_where_output_phases_differ(k, s, p, o, size, apart):
+    """nets/conv._bias_apart: without gradients a transposed convolution's bias is added after it exactly
+    when its output map is not a multiple of the stride (bench/bias_apart.py); with a trained bias always;
+    never for a plain convolution, without bias, off a CPU, or with the switch off."""
+    layer = torch.nn.ConvTranspose2d(8, 4, k, s, p, o)
+    h = torch.zeros(2, 8, size, size)
+    with torch.no_grad():
+        assert _bias_apart(layer, h) is apart
+        assert not _bias_apart(layer, h.to("meta"))
+    assert _bias_apart(layer, h)                                           # a trained bias
+    with torch.no_grad():
+        assert not _bias_apart(torch.nn.Conv2d(8, 4, k, s, p), h)
+        assert not _bias_apart(torch.nn.ConvTranspose2d(8, 4, k, s, p, o, bias=False), h)
+    switch = conv.TRANSPOSED_BIAS_APART
+    try:
+        conv.TRANSPOSED_BIAS_APART = False
+        with torch.no_grad():
+            assert not _bias_apart(layer, h)
+    finally:
+        conv.TRANSPOSED_BIAS_APART = switch
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_decoders_without_gradients_equal_the_textbook_network_either_way_of_the_bias(shape, monkeypatch):
+    """The decoders' outputs without gradients (the likelihood estimator's passes) equal the plain
+    nn.Sequential's in float64, with the bias apart (the default) and fused; on the 28x28 decoders the
+    middle layer's bias is the one taken apart."""
+    torch.manual_seed(2)
+    dec = ConvDecoder(shape, 6).double()
+    z = torch.randn(9, 6, dtype=torch.float64)
+    with torch.no_grad():
+        plain = dec.net(z)
+        h = dec.net[2](dec.net[1](dec.net[0](z)))
+        assert _bias_apart(dec.net[3], h) is (shape[1] == 28)
+        for switch in (True, False):
+            monkeypatch.setattr(conv, "TRANSPOSED_BIAS_APART", switch)
+            assert _rel(dec(z), plain) < 1e-12

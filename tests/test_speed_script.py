@@ -137,3 +137,24 @@ def test_grad_layout_script_times_both_sides(tmp_path):
     rows = [line.split("|") for line in text.splitlines() if line.startswith("| conv | mopoe | mmvae-fused |")]
     assert len(rows) == 1 and float(rows[0][4]) > 0 and float(rows[0][5]) > 0
     assert conv.GRAD_LAYOUT is True
+
+
+def test_bias_apart_script_times_both_sides(tmp_path):
+    """bench/bias_apart.py writes a row per decoder layer and probe shape (with the rule's choice), per
+    decoder and per estimate (equal on both sides), and leaves the switch on."""
+    import mmvae.nets.conv as conv
+
+    module = _bench_module("bias_apart")
+    out = tmp_path / "bias-apart.md"
+    module.main(["--decode-rows", "8", "--suites", "conv", "--rows", "1", "--k", "4", "--reps", "1", "--out", str(out)])
+    lines = out.read_text().splitlines()
+    layers = [line.split("|") for line in lines if line.startswith(("| 1x28x28 decoder |", "| 3x28x28 decoder |",
+                                                                    "| 3x32x32 decoder |", "| probe |"))]
+    assert len(layers) == 6 + len(module.PROBES)
+    for row in layers:      # the rule: apart exactly where the output is not a multiple of the stride
+        assert row[5].strip() == ("apart" if row[4].strip() != "0" else "fused")
+    assert sum(line.startswith(("| 1x28x28 | decoder", "| 3x28x28 | decoder", "| 3x32x32 | decoder"))
+               for line in lines) == 3
+    estimates = [line.split("|") for line in lines if line.startswith("| conv mopoe |")]
+    assert len(estimates) == 1 and estimates[0][3].strip() == "yes"
+    assert conv.TRANSPOSED_BIAS_APART is True

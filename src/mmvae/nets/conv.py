@@ -13,7 +13,9 @@ convolution kernels; 1.3-1.8x on the decoder's transposed convolutions), a trans
 last decoder layer (4x4/2 to 1 or 3 channels, where oneDNN's transposed kernel starves for output
 channels) as a sub-pixel convolution (:class:`SubpixelTransposedConv`), and each ReLU's gradient handed
 back in the ReLU output's layout (:class:`_GradInLayoutOf`; training steps 1.00-1.06x,
-docs/results/grad-layout.md).
+docs/results/grad-layout.md), and a bias added after its convolution where oneDNN's fused one is slow
+(:func:`_bias_apart`: without gradients, the 28x28 decoders 1.12-1.13x, K=1000 likelihoods 1.05-1.12x,
+docs/results/bias-apart.md).
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from torch import Tensor, nn
 
 BASE = 32
 GRAD_LAYOUT = True   # _GradInLayoutOf after each ReLU (a switch for bench/grad_layout.py to time it off)
+TRANSPOSED_BIAS_APART = True   # see _bias_apart (a switch for bench/bias_apart.py to time it off)
 
 
 def _encoder_body(channels: int, third_kernel: int, hidden: int, act: type[nn.Module] = nn.ReLU) -> nn.Sequential:
@@ -79,14 +82,38 @@ def _is_transposed_of_point(layer: nn.Module, h: Tensor) -> bool:
             and tuple(h.shape[-2:]) == (1, 1))
 
 
+def _bias_apart(layer: nn.Module, h: Tensor) -> bool:
+    """Whether the layer's bias is added after its convolution rather than fused into it:
+
+    * when the bias is trained: oneDNN's fused bias gradient costs more than the convolution's own weight
+      gradient here (1.2-1.4x per layer when separate, measured in bench/roofline.py), while a sum over
+      the batch is cheap;
+    * for a transposed convolution on a CPU whose output map is not a multiple of its stride (the 28x28
+      decoder's 128 -> 64 3x3/2 layer, 4x4 -> 7x7; :data:`TRANSPOSED_BIAS_APART`), also without gradients,
+      where the likelihood estimator decodes K codes per row: with a fused bias oneDNN's strided
+      transposed kernel (the same ``brgconv_strided`` primitive as without, ONEDNN_VERBOSE) runs such
+      layers 1.2-3.4x slower than the kernel plus a separate add, the output phases being of unequal size,
+      while where every phase is as large the fused bias is as fast or up to 5% faster
+      (bench/bias_apart.py, docs/results/bias-apart.md).
+    """
+    bias = layer.bias
+    if bias is None or not _plain(layer) or layer.padding_mode != "zeros":
+        return False
+    if torch.is_grad_enabled() and bias.requires_grad:
+        return True
+    if not (TRANSPOSED_BIAS_APART and type(layer) is nn.ConvTranspose2d and h.device.type == "cpu"
+            and not _batched(h) and h.dim() == 4):
+        return False
+    out = [(n - 1) * s - 2 * p + d * (k - 1) + o + 1 for n, s, p, d, k, o in zip(
+        h.shape[-2:], layer.stride, layer.padding, layer.dilation, layer.kernel_size, layer.output_padding)]
+    return any(n % s for n, s in zip(out, layer.stride))
+
+
 def _convolve(layer: nn.Module, h: Tensor, cast=None) -> Tensor:
-    """The layer's convolution; when its bias is trained, the bias is added separately: oneDNN's fused
-    bias gradient costs more than the convolution's own weight gradient here (1.2-1.4x per layer when
-    separate, measured in bench/roofline.py), while a sum over the batch is cheap. ``cast``: the
+    """The layer's convolution, its bias added separately where :func:`_bias_apart` says so. ``cast``: the
     parameters' compute dtype under autocast (see :func:`run_sequential`)."""
     bias = layer.bias
-    if cast is None and (bias is None or not (torch.is_grad_enabled() and bias.requires_grad) or not _plain(layer)
-                         or layer.padding_mode != "zeros"):
+    if cast is None and not _bias_apart(layer, h):
         return layer(h)
     weight = layer.weight if cast is None else layer.weight.to(cast)
     if type(layer) is nn.Conv2d:
