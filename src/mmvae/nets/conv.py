@@ -92,8 +92,8 @@ def _bias_apart(layer: nn.Module, h: Tensor) -> bool:
       decoder's 128 -> 64 3x3/2 layer, 4x4 -> 7x7; :data:`TRANSPOSED_BIAS_APART`), also without gradients,
       where the likelihood estimator decodes K codes per row: with a fused bias oneDNN's strided
       transposed kernel (the same ``brgconv_strided`` primitive as without, ONEDNN_VERBOSE) runs such
-      layers 1.2-3.4x slower than the kernel plus a separate add, the output phases being of unequal size,
-      while where every phase is as large the fused bias is as fast or up to 5% faster
+      layers 1.2-2.2x slower than the kernel plus a separate add (medians; the decoders' layer 1.4-1.7x),
+      the output phases being of unequal size, while where every phase is as large the two are within 3%
       (bench/bias_apart.py, docs/results/bias-apart.md).
     """
     bias = layer.bias
