@@ -414,3 +414,14 @@ def test_fuzz_random_byte_damage_never_escapes_as_another_exception(tmp_path):
         except UserError:
             outcomes["user error"] += 1
     assert outcomes["user error"] > 0
+
+
+def test_values_beyond_float32_are_named_as_such(tmp_path):
+    """A finite float64 array whose values overflow float32 is not reported as NaN or infinite data."""
+    path = tmp_path / "d.npz"
+    np.savez(path, a=np.full((20, 4), 1e300, np.float64), b=GOOD["b"])
+    with pytest.raises(UserError, match="beyond float32's range"):
+        load_arrays(path)
+    np.savez(path, a=np.full((20, 4), np.inf, np.float64), b=GOOD["b"])
+    with pytest.raises(UserError, match="NaN or infinite"):
+        load_arrays(path)

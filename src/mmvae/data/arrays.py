@@ -98,11 +98,15 @@ def _as_modality(name: str, a: np.ndarray, observed: np.ndarray) -> tuple[Modali
                             f"(one-hot rows); store a float array if it is not a class index")
         x = one_hot(torch.from_numpy(np.where(observed, a, 0).astype(np.int64)), max(c, 2))
         return ModalitySpec(name, "categorical", (x.shape[1],), "categorical", num_classes=x.shape[1]), x
-    x = a.astype(np.float32)
+    with np.errstate(over="ignore"):          # overflow is reported below, by name
+        x = a.astype(np.float32)
     if a.dtype == np.uint8:
         x = x / 255.0
     seen = x[observed]
     if not np.isfinite(seen).all():
+        if a.dtype.kind == "f" and np.isfinite(a[observed]).all():
+            raise UserError(f"modality '{name}' holds values beyond float32's range (about ±3.4e38) in observed rows: "
+                            f"rescale them before saving (the models compute in float32)")
         raise UserError(f"modality '{name}' holds NaN or infinite values in observed rows: clean them or mark those rows missing with mask_{name}")
     x = np.where(observed.reshape((-1,) + (1,) * (x.ndim - 1)), x, 0.0).astype(np.float32)
     if x.ndim == 4 and x.shape[-1] in (1, 3, 4) and x.shape[1] not in (1, 3, 4):
