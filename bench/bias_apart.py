@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from contenders import SUITES, build_mmvae, make_data, make_networks  # noqa: E402
+from likelihood_chunks import _cases  # noqa: E402
 from speed import machine  # noqa: E402
 
 import mmvae.nets.conv as conv  # noqa: E402
@@ -122,18 +122,7 @@ def decoder_rows(rows: int, reps: int) -> list[str]:
 
 
 def estimate_rows(suites: list[str], model_name: str, rows: int, k: int, reps: int, run: str | None) -> list[str]:
-    cases = []
-    for suite_name in suites:
-        suite = SUITES[suite_name]
-        data = make_data(suite, rows)
-        model, _ = build_mmvae(model_name, data.specs, make_networks(suite, 0))
-        cases.append((f"{suite_name} {model_name}", model.eval(), data))
-    if run:
-        from mmvae.runs import load_run
-
-        loaded = load_run(run)
-        test = loaded.dataset().test
-        cases.append((f"run {Path(run).name}", loaded.model, test.subset(torch.arange(min(rows, len(test))))))
+    cases = _cases(suites, model_name, rows, run, rows)
     lines = []
     for name, model, data in cases:
         values = {}
