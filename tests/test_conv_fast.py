@@ -222,7 +222,8 @@ def test_encoders_equal_their_textbook_network(shape):
     (5, 3, 1, 0, 4, False),    # 12x12
     (3, 1, 1, 0, 4, False),    # stride 1
 ])
-def test_a_transposed_bias_is_added_apart_without_gradients_where_output_phases_differ(k, s, p, o, size, apart):
+def test_a_transposed_bias_is_added_apart_without_gradients_where_output_phases_differ(k, s, p, o, size, apart,
+                                                                                       monkeypatch):
     """nets/conv._bias_apart: without gradients a transposed convolution's bias is added after it exactly
     when its output map is not a multiple of the stride (bench/bias_apart.py); with a trained bias always;
     never for a plain convolution, without bias, off a CPU, or with the switch off."""
@@ -235,13 +236,9 @@ def test_a_transposed_bias_is_added_apart_without_gradients_where_output_phases_
     with torch.no_grad():
         assert not _bias_apart(torch.nn.Conv2d(8, 4, k, s, p), h)
         assert not _bias_apart(torch.nn.ConvTranspose2d(8, 4, k, s, p, o, bias=False), h)
-    switch = conv.TRANSPOSED_BIAS_APART
-    try:
-        conv.TRANSPOSED_BIAS_APART = False
-        with torch.no_grad():
-            assert not _bias_apart(layer, h)
-    finally:
-        conv.TRANSPOSED_BIAS_APART = switch
+    monkeypatch.setattr(conv, "TRANSPOSED_BIAS_APART", False)
+    with torch.no_grad():
+        assert not _bias_apart(layer, h)
 
 
 @pytest.mark.parametrize("shape", SHAPES)
